@@ -76,7 +76,9 @@ class GenConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         values = dict(raw)
         for key in ("tasks", "change_values", "dates", "split_fractions"):
             if isinstance(values.get(key), str):

@@ -289,5 +289,7 @@ def attach_masks(parsed: ParsedAnswer, masks: list[Any]) -> ParsedAnswer:
         else:
             parsed.warnings.append(f"no mask for [SEG] #{region.seg_index + 1} ({region.label!r})")
     if len(masks) > parsed.num_seg:
-        parsed.warnings.append(f"{len(masks) - parsed.num_seg} mask(s) without a [SEG] in the text were dropped")
+        parsed.warnings.append(
+            f"{len(masks) - parsed.num_seg} mask(s) without a [SEG] in the text were dropped"
+        )
     return parsed
