@@ -1,0 +1,545 @@
+"""The assistant: sessions over georeferenced images, answers with CRS-correct regions, large-scene search.
+
+    assistant = Assistant.from_pretrained("default")
+    session = assistant.session()
+    answer = session.ask("Outline the buildings.", images=["scene.tif"])
+    answer.text, answer.regions[0].geometry, answer.regions[0].area_m2
+
+A session keeps the conversation and the encoded features of its images, so later turns about the same image
+do not run the vision tower again. An image larger than the model input is answered by a coarse overview pass
+that picks the windows worth reading at full resolution (visual search), then by windowed tiles whose regions are
+merged (box NMS across tiles, masks stitched as polygons in the CRS). Memory stays bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rsvlm import geo
+from rsvlm.grounding import (
+    Region,
+    attach_masks,
+    format_single_image_prompt,
+    format_two_date_prompt,
+    parse_answer,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
+
+
+@dataclass
+class Answer:
+    """One reply: display text, grounded regions (pixel + CRS geometry), and every warning met on the way."""
+
+    text: str
+    regions: list[Region] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    raw_text: str = ""
+    crs: str | None = None
+    transform: tuple[float, ...] | None = None
+    image_shape: tuple[int, int] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    tiles: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "regions": [_region_json(r) for r in self.regions],
+            "warnings": self.warnings,
+            "raw_text": self.raw_text,
+            "crs": self.crs,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "tiles": self.tiles,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def geojson_features(self) -> list[dict[str, Any]]:
+        features = []
+        for index, region in enumerate(self.regions):
+            if region.geometry is None:
+                continue
+            properties = {"label": region.label, "index": index, "area_m2": region.area_m2}
+            if region.area_m2 is not None:
+                properties["area_ha"] = region.area_m2 / 10_000
+            features.append({"type": "Feature", "geometry": region.geometry, "properties": properties})
+        return features
+
+    def write_mask_geotiff(self, path: str | Path) -> None:
+        """All masks burnt into one single-band GeoTIFF on the source grid: value i+1 for the i-th masked region."""
+        if self.image_shape is None or self.transform is None:
+            raise geo.RasterError("this answer has no source grid to write a mask GeoTIFF on")
+        height, width = self.image_shape
+        canvas = np.zeros((height, width), np.uint8)
+        masked = [r for r in self.regions if r.mask is not None]
+        if not masked:
+            raise geo.RasterError("the answer has no masks to write (ask it to outline or segment something)")
+        for value, region in enumerate(masked, start=1):
+            canvas[region.mask.astype(bool)] = min(value, 255)
+        from affine import Affine
+
+        geo.write_mask_geotiff(path, canvas, Affine(*self.transform[:6]), self.crs)
+
+
+def _region_json(region: Region) -> dict[str, Any]:
+    return {
+        "label": region.label,
+        "box_grid": region.box.as_list() if region.box else None,
+        "obb_grid": region.obb.as_list() if region.obb else None,
+        "pixel_box": [round(v, 2) for v in region.pixel_box] if region.pixel_box else None,
+        "pixel_polygon": [[round(x, 2), round(y, 2)] for x, y in region.pixel_polygon]
+        if region.pixel_polygon
+        else None,
+        "has_mask": region.mask is not None,
+        "mask_pixels": int(region.mask.sum()) if region.mask is not None else None,
+        "geometry": region.geometry,
+        "area_m2": None if region.area_m2 is None else round(region.area_m2, 2),
+        "area_ha": None if region.area_m2 is None else round(region.area_m2 / 10_000, 4),
+        "score": region.score,
+    }
+
+
+class Assistant:
+    """A model + processor with the geo plumbing around them. Thread-safe for separate sessions."""
+
+    def __init__(self, model, processor, *, max_tiles: int = 16, tile_overlap: float = 0.125):
+        self.model = model
+        self.processor = processor
+        self.max_tiles = max_tiles
+        self.tile_overlap = tile_overlap
+        # One generation at a time: concurrent users share two cores, and interleaving only slows everyone.
+        self.lock = threading.Lock()
+        self.warnings: list[str] = []
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "default", **kwargs: Any) -> Assistant:
+        """``"default"``: the embedded model (trained adapter in ``rsvlm/default/``); else a checkpoint folder."""
+        from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
+        from rsvlm.processing_rsvlm import RSVLMProcessor
+
+        warnings: list[str] = []
+        if str(name_or_path) == "default":
+            if (DEFAULT_CHECKPOINT / "config.json").is_file():
+                model = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT)
+                processor = RSVLMProcessor.from_pretrained(DEFAULT_CHECKPOINT)
+            else:
+                from rsvlm.configuration_rsvlm import RSVLMConfig
+
+                note = "the embedded default has no trained adapter yet: answers come from untrained adapters"
+                logger.warning(note)
+                warnings.append(note)
+                model = RSVLMForConditionalGeneration(RSVLMConfig())
+                processor = RSVLMProcessor.from_model(model)
+        else:
+            path = Path(name_or_path).expanduser()
+            if not (path / "config.json").is_file():
+                raise ValueError(f"{path} is not an rsvlm checkpoint (no config.json there)")
+            model = RSVLMForConditionalGeneration.from_pretrained(path)
+            processor = RSVLMProcessor.from_pretrained(path)
+        model.eval()
+        assistant = cls(model, processor, **kwargs)
+        assistant.warnings = warnings
+        return assistant
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.image_size)
+
+    def session(self) -> Session:
+        return Session(self)
+
+
+class Session:
+    """A conversation about one image (or one pair of dates)."""
+
+    def __init__(self, assistant: Assistant, feature_cache_size: int = 4):
+        self.assistant = assistant
+        self.history: list[dict[str, str]] = []
+        self.images: list[geo.GeoImage] = []
+        self.dates: tuple[str, str] | None = None
+        self.bands: str | list[int] | None = None
+        self._features: OrderedDict[tuple, Any] = OrderedDict()
+        self._cache_size = feature_cache_size
+        self.encode_count = 0  # how many times the vision tower ran (tests and benchmarks read it)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def ask(
+        self,
+        question: str,
+        images: list[str | Path | geo.GeoImage] | None = None,
+        *,
+        bands: str | list[int] | None = None,
+        dates: tuple[str, str] | None = None,
+        max_new_tokens: int = 128,
+        streamer=None,
+    ) -> Answer:
+        if not question or not question.strip():
+            raise ValueError("the question is empty")
+        if images:
+            self._set_images(images, bands=bands, dates=dates)
+        if not self.images:
+            raise ValueError("no image: give one image (or two dates) with the first question")
+        first = self.images[0]
+        if (
+            max(first.source_shape) > 2 * self.assistant.image_size
+            and len(self.images) == 1
+            and first.scale == 1
+        ):
+            return self._ask_large_scene(question, max_new_tokens=max_new_tokens)
+        answer = self._ask_window(
+            question, self.images, max_new_tokens=max_new_tokens, streamer=streamer, remember=True
+        )
+        return answer
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _set_images(self, images, *, bands, dates) -> None:
+        if len(images) > 2:
+            raise ValueError(f"give one image, or two dates for change questions (got {len(images)})")
+        self.bands = bands
+        loaded = [self._load(img, bands) for img in images]
+        if len(loaded) == 2:
+            loaded[1] = geo.align_pair(loaded[0], loaded[1])
+            self.dates = dates or (_date_label(loaded[0], 1), _date_label(loaded[1], 2))
+        self.images = loaded
+        self.history.clear()  # a new image starts a new conversation
+
+    def _load(self, image, bands) -> geo.GeoImage:
+        if isinstance(image, geo.GeoImage):
+            return image
+        info = geo.inspect_raster(image)
+        limit = 2 * self.assistant.image_size
+        if max(info.width, info.height) > limit:
+            # A large scene: keep only an overview in memory; windows are read on demand.
+            return geo.read_image(image, bands=bands, overview_size=self.assistant.image_size)
+        return geo.read_image(image, bands=bands)
+
+    def _model_pixels(self, image: geo.GeoImage) -> np.ndarray:
+        """[C, H, W] in [0, 1]: the RGB composite for an RGB tower, else as many bands as the band adapter takes."""
+        channels = int(self.assistant.model.config.in_channels)
+        return image.rgb() if channels == 3 else image.bands_for_model(channels)
+
+    def _encode(self, pixel_values: torch.Tensor, key: tuple) -> Any:
+        if key in self._features:
+            self._features.move_to_end(key)
+            return self._features[key]
+        model = self.assistant.model
+        num = torch.tensor([pixel_values.shape[0]])
+        with torch.inference_mode():
+            features = model.encode_images(pixel_values.to(model.device), num)
+        self.encode_count += 1
+        self._features[key] = features
+        while len(self._features) > self._cache_size:
+            self._features.popitem(last=False)
+        return features
+
+    def _ask_window(
+        self, question, images: list[geo.GeoImage], *, max_new_tokens, streamer=None, remember: bool
+    ) -> Answer:
+        assistant = self.assistant
+        processor = assistant.processor
+        warnings = list(assistant.warnings)
+        for image in images:
+            warnings.extend(image.warnings)
+        tensors, metas = zip(*(processor.preprocess_image(self._model_pixels(img)) for img in images))
+        pixel_values = torch.stack(tensors)
+        key = tuple(
+            (img.path, img.window, img.scale, img.band_names and tuple(img.band_names)) for img in images
+        )
+        features = self._encode(pixel_values, key)
+
+        if self.history:
+            user_text = question
+        elif len(images) == 2:
+            user_text = format_two_date_prompt(question, self.dates or ("date 1", "date 2"))
+        else:
+            user_text = format_single_image_prompt(question)
+        conversation = [*self.history, {"role": "user", "content": user_text}]
+        inputs = processor.prompt_for_generation(conversation)
+        with assistant.lock, torch.inference_mode():
+            result = assistant.model.generate(
+                input_ids=inputs["input_ids"].to(assistant.model.device),
+                attention_mask=inputs["attention_mask"].to(assistant.model.device),
+                image_features=features,
+                max_new_tokens=max_new_tokens,
+                streamer=streamer,
+            )
+        raw = processor.decode(result.sequences[0])
+        parsed = parse_answer(raw)
+        masks = [m > 0 for m in result.masks[0]] if result.masks and result.masks[0] is not None else []
+        attach_masks(parsed, [np.asarray(m.cpu()) for m in masks])
+        warnings.extend(parsed.warnings)
+        if remember:
+            self.history = [*conversation, {"role": "assistant", "content": raw}]
+
+        reference = images[-1] if len(images) == 2 else images[0]
+        meta = metas[-1] if len(images) == 2 else metas[0]
+        regions = [self._to_source(region, reference, meta, warnings) for region in parsed.regions]
+        return Answer(
+            text=parsed.text,
+            regions=regions,
+            warnings=_unique(warnings),
+            raw_text=raw,
+            crs=reference.crs.to_string() if reference.crs else None,
+            transform=tuple(reference.transform)[:6],
+            image_shape=tuple(reference.data.shape[1:]),
+            timings=dict(result.timings),
+        )
+
+    def _to_source(self, region: Region, image: geo.GeoImage, meta, warnings: list[str]) -> Region:
+        """Grid / model-input coordinates -> pixels of the read image -> CRS geometry and area."""
+        geometries = []
+        if region.box is not None:
+            x1, y1 = meta.grid_to_source(region.box.x1, region.box.y1)
+            x2, y2 = meta.grid_to_source(region.box.x2, region.box.y2)
+            region.pixel_box = (x1, y1, x2, y2)
+        if region.obb is not None:
+            corners = [meta.grid_to_source(float(x), float(y)) for x, y in region.obb.corners()]
+            region.pixel_polygon = [(float(x), float(y)) for x, y in corners]
+        if region.mask is not None:
+            region.mask = np.asarray(meta.mask_to_source(region.mask)).astype(bool)
+            if image.valid is not None:
+                region.mask &= image.valid
+            if region.pixel_box is None and region.mask.any():
+                rows, cols = np.nonzero(region.mask)
+                region.pixel_box = (
+                    float(cols.min()),
+                    float(rows.min()),
+                    float(cols.max() + 1),
+                    float(rows.max() + 1),
+                )
+        if image.crs is None:
+            if "the image has no CRS: regions are in pixels only" not in warnings:
+                warnings.append("the image has no CRS: regions are in pixels only")
+            return region
+        if region.mask is not None and region.mask.any():
+            geometries = geo.mask_to_polygons(region.mask, image.transform, image.crs)
+        elif region.pixel_polygon is not None:
+            geometries = [geo.pixel_polygon_to_geometry(region.pixel_polygon, image.transform, image.crs)]
+        elif region.pixel_box is not None:
+            geometries = [geo.pixel_box_to_geometry(region.pixel_box, image.transform, image.crs)]
+        if geometries:
+            region.geometry = _merge_geometries(geometries)
+            region.area_m2 = float(geo.area_m2(region.geometry))
+        # Report pixel coordinates in the source raster (an overview or window read is offset and scaled).
+        region.pixel_box = _to_raster_pixels_box(region.pixel_box, image)
+        if region.pixel_polygon is not None:
+            region.pixel_polygon = [_to_raster_pixels(x, y, image) for x, y in region.pixel_polygon]
+        return region
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _ask_large_scene(self, question: str, *, max_new_tokens: int) -> Answer:
+        """Overview pass, then the windows worth reading at full resolution, then merge."""
+        overview = self.images[0]
+        path = overview.path
+        size = self.assistant.image_size
+        overview_answer = self._ask_window(question, [overview], max_new_tokens=max_new_tokens, remember=True)
+        height, width = overview.source_shape
+        windows = plan_windows(width, height, size, self.assistant.tile_overlap)
+        chosen = choose_windows(windows, overview_answer.regions, overview, self.assistant.max_tiles)
+        logger.info("large scene %dx%d: %d windows, reading %d", width, height, len(windows), len(chosen))
+
+        regions: list[Region] = []
+        warnings = list(overview_answer.warnings)
+        for window in tqdm(chosen, desc="tiles", unit="tile", disable=len(chosen) < 2):
+            tile = geo.read_image(path, bands=self.bands, window=window)
+            if not tile.valid.any():
+                continue
+            answer = self._ask_window(question, [tile], max_new_tokens=max_new_tokens, remember=False)
+            for region in answer.regions:
+                region.score = 1.0
+                regions.append(region)
+            warnings.extend(w for w in answer.warnings if "no CRS" not in w)
+        merged = merge_regions(regions, overview_regions=overview_answer.regions)
+        summary = _summarise(merged)
+        text = overview_answer.text if not summary else f"{overview_answer.text}\n{summary}".strip()
+        return Answer(
+            text=text,
+            regions=merged,
+            warnings=_unique(warnings),
+            raw_text=overview_answer.raw_text,
+            crs=overview_answer.crs,
+            transform=None,
+            image_shape=None,
+            timings=overview_answer.timings,
+            tiles=len(chosen),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Large scenes
+
+
+def plan_windows(width: int, height: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Windows of ``size`` px covering the scene with the given overlap fraction; edge windows are shifted in."""
+    step = max(1, int(size * (1 - overlap)))
+
+    def starts(extent: int) -> list[int]:
+        if extent <= size:
+            return [0]
+        values = list(range(0, extent - size, step)) + [extent - size]
+        return sorted(set(values))
+
+    return [
+        (x, y, min(size, width - x), min(size, height - y)) for y in starts(height) for x in starts(width)
+    ]
+
+
+def choose_windows(windows, overview_regions: list[Region], overview: geo.GeoImage, budget: int):
+    """Visual search: windows touched by what the overview pass grounded first, then the most detailed ones.
+
+    Small targets vanish in an overview, so when the overview grounds nothing the windows with the most texture
+    (local gradient energy of the overview, a cheap proxy for built-up or structured land) are read first.
+    """
+    if len(windows) <= budget:
+        return windows
+    scale = overview.scale
+    hits = []
+    for region in overview_regions:
+        if region.pixel_box is not None:
+            hits.append(region.pixel_box)
+    rgb = overview.rgb()
+    grey = rgb.mean(axis=0)
+    gy, gx = np.gradient(grey)
+    energy = np.hypot(gx, gy)
+
+    def score(window) -> tuple[float, float]:
+        x, y, w, h = window
+        touched = sum(_box_iou_area((x, y, x + w, y + h), box) > 0 for box in hits)
+        r0, r1 = int(y / scale), max(int((y + h) / scale), int(y / scale) + 1)
+        c0, c1 = int(x / scale), max(int((x + w) / scale), int(x / scale) + 1)
+        return (touched, float(energy[r0:r1, c0:c1].mean()) if energy[r0:r1, c0:c1].size else 0.0)
+
+    ranked = sorted(windows, key=score, reverse=True)
+    return ranked[:budget]
+
+
+def _box_iou_area(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0.0, w) * max(0.0, h)
+
+
+def box_iou(a, b) -> float:
+    inter = _box_iou_area(a, b)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def merge_regions(
+    regions: list[Region], overview_regions: list[Region] = (), iou_threshold: float = 0.5
+) -> list[Region]:
+    """Box NMS across tiles per label; masked regions of one label are stitched into one geometry."""
+    from shapely.geometry import mapping, shape
+    from shapely.ops import unary_union
+
+    kept: list[Region] = []
+    by_label: dict[str, list[Region]] = {}
+    for region in regions:
+        if region.geometry is not None and region.mask is not None:
+            by_label.setdefault(region.label, []).append(region)
+            continue
+        if region.pixel_box is None:
+            continue
+        if any(
+            k.label == region.label and k.pixel_box and box_iou(k.pixel_box, region.pixel_box) > iou_threshold
+            for k in kept
+        ):
+            continue
+        kept.append(region)
+    for label, group in by_label.items():
+        union = unary_union([shape(r.geometry) for r in group])
+        geometry = mapping(union)
+        boxes = [r.pixel_box for r in group if r.pixel_box]
+        box = (
+            (
+                min(b[0] for b in boxes),
+                min(b[1] for b in boxes),
+                max(b[2] for b in boxes),
+                max(b[3] for b in boxes),
+            )
+            if boxes
+            else None
+        )
+        kept.append(
+            Region(
+                label=label,
+                geometry=_jsonable(geometry),
+                area_m2=float(geo.area_m2(_jsonable(geometry))),
+                pixel_box=box,
+            )
+        )
+    if not kept:
+        kept = [r for r in overview_regions if r.pixel_box is not None or r.geometry is not None]
+    return kept
+
+
+def _summarise(regions: list[Region]) -> str:
+    counts: dict[str, int] = {}
+    for region in regions:
+        counts[region.label or "region"] = counts.get(region.label or "region", 0) + 1
+    return "; ".join(f"{n} × {label}" for label, n in counts.items())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _merge_geometries(geometries: list[dict]) -> dict:
+    if len(geometries) == 1:
+        return geometries[0]
+    from shapely.geometry import mapping, shape
+    from shapely.ops import unary_union
+
+    return _jsonable(mapping(unary_union([shape(g) for g in geometries])))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _to_raster_pixels(x: float, y: float, image: geo.GeoImage) -> tuple[float, float]:
+    col_off, row_off = (image.window[0], image.window[1]) if image.window else (0, 0)
+    return (x * image.scale + col_off, y * image.scale + row_off)
+
+
+def _to_raster_pixels_box(box, image: geo.GeoImage):
+    if box is None:
+        return None
+    x1, y1 = _to_raster_pixels(box[0], box[1], image)
+    x2, y2 = _to_raster_pixels(box[2], box[3], image)
+    return (x1, y1, x2, y2)
+
+
+_DATE = re.compile(r"(19|20)\d{2}[-_]?(0[1-9]|1[0-2])[-_]?([0-2]\d|3[01])|(19|20)\d{2}")
+
+
+def _date_label(image: geo.GeoImage, index: int) -> str:
+    """A date found in the file name (20090818 -> 2009-08-18), else 'date N'."""
+    name = Path(image.path).name if image.path else ""
+    match = _DATE.search(name)
+    if not match:
+        return f"date {index}"
+    digits = re.sub(r"[-_]", "", match.group(0))
+    return f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}" if len(digits) == 8 else digits
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,195 @@
+"""The ``rsvlm`` console script.
+
+    rsvlm ask IMAGE [IMAGE2] -q "question" [--model default|PATH] [--out answer.json] [--geojson FILE]
+              [--mask-tif FILE] [--bands PRESET]
+    rsvlm chat IMAGE [IMAGE2]            # a multi-turn conversation in the terminal
+    rsvlm serve                          # the Gradio chat
+    rsvlm gen ...                        # instruction data (see `rsvlm gen --help`)
+    rsvlm train ... / rsvlm eval ...
+
+Errors in what the user gave (a bad raster, a missing folder, a malformed checkpoint) print one line on stderr
+and exit with code 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UserError(ValueError):
+    """An error in what the user gave; printed as one line, exit code 2."""
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="default", help="'default' (the embedded model) or a checkpoint folder"
+    )
+    parser.add_argument(
+        "--bands",
+        default=None,
+        help="band preset (rgb, rgbn, s2-l1c, s2-l2a, landsat8) or 1-based indices like 4,3,2",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument(
+        "--dates", default=None, help="labels of the two dates, e.g. 2009,2020 (default: from file names)"
+    )
+
+
+def _parse_bands(value: str | None):
+    if value is None:
+        return None
+    if all(part.strip().isdigit() for part in value.split(",")):
+        return [int(part) for part in value.split(",")]
+    return value
+
+
+def _check_output_paths(*paths: str | None) -> None:
+    """Refuse before any work when an output folder does not exist, so nothing is half-done."""
+    for path in paths:
+        if path and not Path(path).expanduser().resolve().parent.is_dir():
+            raise UserError(f"output folder does not exist: {Path(path).expanduser().resolve().parent}")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rsvlm.assistant import Assistant
+
+    _check_output_paths(args.out, args.geojson, args.mask_tif)
+    dates = tuple(args.dates.split(",")) if args.dates else None
+    assistant = Assistant.from_pretrained(args.model)
+    session = assistant.session()
+    answer = session.ask(
+        args.question,
+        images=args.images,
+        bands=_parse_bands(args.bands),
+        dates=dates,
+        max_new_tokens=args.max_new_tokens,
+    )
+    payload = answer.to_json()
+    text = json.dumps(payload, indent=2)
+    print(text)
+    from rsvlm.geo import atomic_write, write_geojson
+
+    if args.out:
+        with atomic_write(args.out) as f:
+            f.write(text.encode())
+    if args.geojson:
+        write_geojson(args.geojson, answer.geojson_features())
+    if args.mask_tif:
+        answer.write_mask_geotiff(args.mask_tif)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from rsvlm.assistant import Assistant
+
+    assistant = Assistant.from_pretrained(args.model)
+    session = assistant.session()
+    images = args.images
+    print("rsvlm chat — an empty line or Ctrl-D ends the conversation.", file=sys.stderr)
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        answer = session.ask(
+            question, images=images, bands=_parse_bands(args.bands), max_new_tokens=args.max_new_tokens
+        )
+        images = None  # the session keeps the images (and their features) for later turns
+        print(f"rsvlm> {answer.text}")
+        for region in answer.regions:
+            print(f"  - {region.label or '(region)'}: box {region.pixel_box} area_m2 {region.area_m2}")
+        for warning in answer.warnings:
+            print(f"  ! {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from demo.app import main as demo_main
+    except ImportError:
+        print("rsvlm serve: the chat app is not built yet (demo/ lands with the demo issue)", file=sys.stderr)
+        return EXIT_USAGE
+    return demo_main(args.rest)
+
+
+def _delegate(module: str, what: str):
+    """`gen`, `train` and `eval` live in their own packages; the console script only dispatches to them."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            target = __import__(module, fromlist=["main"])
+        except ImportError:
+            print(f"rsvlm {what}: not built yet", file=sys.stderr)
+            return EXIT_USAGE
+        return int(target.main(args.rest) or 0)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rsvlm", description="A vision-language assistant for remote sensing"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and timings")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ask = sub.add_parser("ask", help="answer one question about one image (or two dates) as JSON")
+    ask.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="a raster (GeoTIFF, COG, JP2, PNG, JPEG); two for change"
+    )
+    ask.add_argument("-q", "--question", required=True)
+    ask.add_argument("--out", help="write the JSON answer here too")
+    ask.add_argument("--geojson", help="write the answer's regions as GeoJSON (EPSG:4326)")
+    ask.add_argument(
+        "--mask-tif", help="write the answer's masks as a single-band GeoTIFF on the source grid"
+    )
+    _add_model_args(ask)
+    ask.set_defaults(run=cmd_ask)
+
+    chat = sub.add_parser("chat", help="talk about an image in the terminal")
+    chat.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_model_args(chat)
+    chat.set_defaults(run=cmd_chat)
+
+    for name, module, help_text in [
+        ("serve", "demo.app", "start the Gradio chat"),
+        ("gen", "data_gen.cli", "generate instruction data from labels, OSM and vectors"),
+        ("train", "train.cli", "fine-tune on an instruction set"),
+        ("eval", "eval.cli", "score a model on the grounding benchmarks"),
+    ]:
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(run=cmd_serve if name == "serve" else _delegate(module, name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, RuntimeError) as error:
+        # Bad input of any kind (RasterError, UserError, BackboneError...) is one line for the user, not a traceback.
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"rsvlm {args.command}: error: {message}", file=sys.stderr)
+        if args.verbose:
+            logging.exception("details")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
