@@ -12,9 +12,15 @@ Anything else is taken as a local folder holding a ``transformers`` model. Nothi
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -74,7 +80,11 @@ def load_llm(
     """Return ``(causal_lm, tokenizer)`` for a packaged name or a local folder, frozen, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _packaged_llm_folder() if str(name_or_path) == "smollm2-135m-instruct" else _local_folder(name_or_path)
+    folder = (
+        _packaged_llm_folder()
+        if str(name_or_path) == "smollm2-135m-instruct"
+        else _local_folder(name_or_path)
+    )
     kwargs: dict = {"local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -90,7 +100,9 @@ def load_llm(
 
 def _four_bit_config(dtype: torch.dtype | None):
     if not torch.cuda.is_available():
-        raise BackboneError("4-bit loading (QLoRA) needs a CUDA GPU and bitsandbytes; on CPU load the LLM in full precision")
+        raise BackboneError(
+            "4-bit loading (QLoRA) needs a CUDA GPU and bitsandbytes; on CPU load the LLM in full precision"
+        )
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -101,9 +113,115 @@ def _four_bit_config(dtype: torch.dtype | None):
     )
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# What a finished conversion holds; the folder only ever appears whole (atomic rename), this guards hand edits.
+_LLM_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
+
+
 def _packaged_llm_folder() -> Path:
-    """SmolLM2 as a safetensors folder in the cache, converted from the packaged GGUF on first use."""
-    raise NotImplementedError
+    """SmolLM2 as a safetensors folder in the cache, converted from the packaged GGUF on first use.
+
+    Why a cache: de-quantising the GGUF takes ~20-30 s and ~1 GB, the safetensors copy loads in about a second.
+    The folder name carries a fingerprint of the GGUF so that a new package version converts afresh.
+    """
+    gguf = package_dir("smollm2-135m-instruct") / SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise BackboneError(f"{gguf} is missing: reinstall with `{PACKAGES['smollm2-135m-instruct'][1]}`")
+    root = cache_dir() / "smollm2-135m-instruct"
+    folder = root / f"q4_1-{_fingerprint(gguf)}"
+    if _llm_folder_complete(folder):
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(root / ".lock"):
+        if _llm_folder_complete(folder):  # another process converted it while we waited for the lock
+            return folder
+        if folder.exists():
+            logger.warning(
+                "cached LLM folder %s is incomplete (edited by hand?); converting it again", folder
+            )
+            trash = Path(tempfile.mkdtemp(dir=root, prefix=".trash-"))
+            os.replace(folder, trash / folder.name)
+            shutil.rmtree(trash, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder.name}.tmp-"))
+        try:
+            _convert_gguf(gguf, tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _llm_folder_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _LLM_FILES)
+
+
+def _fingerprint(path: Path, head_bytes: int = 1 << 22) -> str:
+    """A cheap content fingerprint (size + first 4 MiB) that changes when the packaged file does."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(head_bytes))
+    return digest.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path):
+    """An advisory inter-process lock so that two processes do not both spend 30 s converting."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; the atomic rename still keeps the cache consistent
+        yield
+        return
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process to finish converting into %s", path.parent)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """De-quantise the GGUF into a plain ``transformers`` folder (float32 safetensors, tokenizer, chat template).
+
+    A GGUF-loaded model refuses ``save_pretrained`` (its config carries a GGUF quantisation entry), so the
+    model is rebuilt from a clean copy of its config and the de-quantised state dict is loaded into it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to safetensors in %s once, ~30 s", gguf.name, out.parent)
+    start = time.perf_counter()
+    kwargs = {"gguf_file": gguf.name, "local_files_only": True}
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    if not tokenizer.chat_template:
+        raise BackboneError(f"{gguf} carries no chat template; the packaged file is not the expected one")
+
+    config = copy.deepcopy(gguf_model.config)
+    for attribute in ("quantization_config", "_name_or_path", "_model_name_or_path"):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    model.generation_config = copy.deepcopy(gguf_model.generation_config)
+    if (
+        config.tie_word_embeddings
+        and model.get_output_embeddings().weight is not model.get_input_embeddings().weight
+    ):
+        raise BackboneError("the rebuilt LLM lost its tied input/output embeddings")
+    model.save_pretrained(out)
+    tokenizer.model_max_length = config.max_position_embeddings  # the GGUF leaves it "unlimited"
+    tokenizer.save_pretrained(out)
+    logger.info("converted %s in %.0f s", gguf.name, time.perf_counter() - start)
 
 
 def load_vision_model(name_or_path: str | os.PathLike = DEFAULT_VISION) -> nn.Module:
