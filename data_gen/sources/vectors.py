@@ -1,0 +1,174 @@
+"""Vector labels -> features: GeoJSON (json + shapely), shapefiles (pyshp), and pixel-box formats (Pascal VOC
+xml, DeepForest CSV, xBD JSON with pixel WKT). Also the one rasteriser every vector source uses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import shapely
+from rasterio.crs import CRS
+from rasterio.features import rasterize
+from scipy import ndimage
+
+from .errors import SourceError
+from .raster import Grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VectorFeature:
+    geom: shapely.Geometry
+    props: dict
+    label: str | None = None  # a class the format itself carries (VOC <name>, xBD feature_type)
+    image: str | None = None  # the image file a pixel-coordinate feature belongs to
+
+
+@dataclass
+class VectorLayer:
+    """Features with their CRS; ``crs is None`` means the coordinates are pixels of the named image."""
+
+    path: str
+    features: list[VectorFeature]
+    crs: CRS | None
+    pixel: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+@lru_cache(maxsize=8)
+def read_vectors(path: str) -> VectorLayer:
+    p = Path(path)
+    if not p.is_file():
+        raise SourceError(f"vector file {path} does not exist")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".geojson", ".json"):
+            return _read_json(p)
+        if suffix == ".shp":
+            return _read_shapefile(p)
+        if suffix == ".xml":
+            return _read_voc(p)
+        if suffix == ".csv":
+            return _read_box_csv(p)
+    except (KeyError, ValueError, TypeError, ET.ParseError, shapely.errors.GEOSException) as e:
+        if isinstance(e, SourceError):
+            raise
+        raise SourceError(f"cannot read vector file {path}: {type(e).__name__}: {e}") from None
+    raise SourceError(
+        f"vector file {path}: unsupported format {suffix!r} (GeoJSON, .shp, VOC .xml, box .csv)"
+    )
+
+
+def _geojson_crs(obj: dict) -> CRS:
+    name = (((obj.get("crs") or {}).get("properties") or {}).get("name")) or "EPSG:4326"
+    if "CRS84" in name.upper():
+        return CRS.from_epsg(4326)
+    try:
+        return CRS.from_user_input(name)
+    except Exception:
+        raise SourceError(f"unknown CRS {name!r}") from None
+
+
+def _read_json(p: Path) -> VectorLayer:
+    obj = json.loads(p.read_text())
+    feats = obj.get("features") if isinstance(obj, dict) else None
+    if isinstance(feats, dict) and "xy" in feats:  # xBD: pixel WKT polygons of one image
+        img = (obj.get("metadata") or {}).get("img_name")
+        out = [
+            VectorFeature(shapely.from_wkt(f["wkt"]), dict(f.get("properties", {})),
+                          label=(f.get("properties") or {}).get("feature_type"), image=img)
+            for f in feats["xy"]
+        ]  # fmt: skip
+        return VectorLayer(str(p), out, None, pixel=True, meta=obj.get("metadata") or {})
+    if obj.get("type") == "Feature":
+        feats = [obj]
+    if not isinstance(feats, list):
+        raise SourceError(f"{p}: not a GeoJSON FeatureCollection (no 'features' list)")
+    out = []
+    for f in feats:
+        if not f.get("geometry"):
+            continue
+        out.append(VectorFeature(shapely.geometry.shape(f["geometry"]), dict(f.get("properties") or {})))
+    return VectorLayer(str(p), out, _geojson_crs(obj))
+
+
+def _read_shapefile(p: Path) -> VectorLayer:
+    import shapefile  # pyshp
+
+    prj = p.with_suffix(".prj")
+    crs = CRS.from_wkt(prj.read_text()) if prj.is_file() else None
+    if crs is None:
+        log.warning("%s has no .prj; assuming EPSG:4326 coordinates", p)
+        crs = CRS.from_epsg(4326)
+    out = []
+    with shapefile.Reader(str(p)) as r:
+        for sr in r.iterShapeRecords():
+            if sr.shape.shapeType == shapefile.NULL:
+                continue
+            out.append(VectorFeature(shapely.geometry.shape(sr.shape.__geo_interface__), sr.record.as_dict()))
+    return VectorLayer(str(p), out, crs)
+
+
+def _read_voc(p: Path) -> VectorLayer:
+    root = ET.parse(p).getroot()
+    img = root.findtext("filename")
+    out = []
+    for o in root.iter("object"):
+        bb = o.find("bndbox")
+        if bb is None:
+            continue
+        x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        name = (o.findtext("name") or "").strip()
+        out.append(
+            VectorFeature(shapely.box(x0, y0, x1, y1), {"name": name}, label=name.lower() or None, image=img)
+        )
+    return VectorLayer(str(p), out, None, pixel=True)
+
+
+def _read_box_csv(p: Path) -> VectorLayer:
+    """DeepForest-style CSV: image_path, xmin, xmax, ymin, ymax, label in pixel coordinates (any column order)."""
+    out = []
+    with open(p, newline="") as f:
+        for row in csv.DictReader(f):
+            x0, x1, y0, y1 = (float(row[k]) for k in ("xmin", "xmax", "ymin", "ymax"))
+            label = (row.get("label") or "").strip()
+            out.append(
+                VectorFeature(shapely.box(x0, y0, x1, y1), dict(row),
+                              label=label.lower() if label and not label.isdigit() else None,
+                              image=row.get("image_path") or None)
+            )  # fmt: skip
+    return VectorLayer(str(p), out, None, pixel=True)
+
+
+def rasterize_geoms(geoms: list[shapely.Geometry], grid: Grid) -> list[np.ndarray]:
+    """One [H, W] bool mask per geometry on ``grid`` (pixels whose centre is inside).
+
+    All geometries are burnt into one id map at once (fast); a geometry that a later one hides for more than
+    half of its area (overlapping features) is burnt again on its own so it keeps its full mask.
+    """
+    shape = (grid.height, grid.width)
+    if not geoms:
+        return []
+    ids = rasterize(((g, i + 1) for i, g in enumerate(geoms)), out_shape=shape, transform=grid.transform,
+                    fill=0, dtype="int32")  # fmt: skip
+    objs = ndimage.find_objects(ids, max_label=len(geoms))
+    px = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d) or 1.0
+    frame = shapely.box(*grid.bounds)
+    masks = []
+    for i, g in enumerate(geoms):
+        m = np.zeros(shape, dtype=bool)
+        sl = objs[i]
+        if sl is not None:
+            m[sl] = ids[sl] == i + 1
+        expected = shapely.intersection(g, frame).area / px
+        if m.sum() < 0.5 * expected:
+            m = rasterize([(g, 1)], out_shape=shape, transform=grid.transform, fill=0, dtype="uint8") > 0
+        masks.append(m)
+    return masks
