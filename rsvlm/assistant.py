@@ -191,11 +191,7 @@ class Session:
         if not self.images:
             raise ValueError("no image: give one image (or two dates) with the first question")
         first = self.images[0]
-        if (
-            max(first.source_shape) > 2 * self.assistant.image_size
-            and len(self.images) == 1
-            and first.scale == 1
-        ):
+        if len(self.images) == 1 and max(first.source_shape) > 2 * self.assistant.image_size:
             return self._ask_large_scene(question, max_new_tokens=max_new_tokens)
         answer = self._ask_window(
             question, self.images, max_new_tokens=max_new_tokens, streamer=streamer, remember=True
@@ -516,8 +512,8 @@ def _jsonable(value):
 
 
 def _to_raster_pixels(x: float, y: float, image: geo.GeoImage) -> tuple[float, float]:
-    col_off, row_off = (image.window[0], image.window[1]) if image.window else (0, 0)
-    return (x * image.scale + col_off, y * image.scale + row_off)
+    sx, sy = image.to_source_pixels(np.array([[x, y]]))[0]
+    return (float(sx), float(sy))
 
 
 def _to_raster_pixels_box(box, image: geo.GeoImage):

@@ -76,8 +76,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from rsvlm.geo import atomic_write, write_geojson
 
     if args.out:
-        with atomic_write(args.out) as f:
-            f.write(text.encode())
+        with atomic_write(args.out) as tmp:
+            Path(tmp).write_text(text + "\n")
     if args.geojson:
         write_geojson(args.geojson, answer.geojson_features())
     if args.mask_tif:
