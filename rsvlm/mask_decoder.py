@@ -1,0 +1,271 @@
+"""Promptable mask decoders driven by ``[SEG]`` hidden states.
+
+Two implementations share one interface, so the model never asks which one it holds:
+
+- ``image_context(feature_map [D, h, w] | None, pixels [n, 3, S, S]) -> tuple of tensors``: the per-sample
+  image side, computed once per image (or pair) and cached with the image features across chat turns.
+- ``forward(contexts, sample_index [M], prompts [M, prompt_dim]) -> mask logits [M, S, S]``: one mask per
+  prompt, each prompt reading the context of its sample.
+
+``LightMaskDecoder`` is a small SAM-style two-way transformer on the vision tower's feature map, with a
+high-resolution branch computed from the pixels so masks get edges finer than the tower's stride.
+``SamMaskDecoderAdapter`` drives a ``transformers`` ``SamModel`` (frozen image encoder, trainable mask decoder),
+feeding the projected ``[SEG]`` state as a sparse prompt embedding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dimension of a ``[B, C, H, W]`` map."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class PositionEmbeddingRandom(nn.Module):
+    """SAM's random Fourier features of normalised (x, y) coordinates; a saved buffer, so it round-trips."""
+
+    def __init__(self, dim: int, scale: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("gaussian", scale * torch.randn(2, dim // 2))
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        device = self.gaussian.device
+        ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+        xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [h, w, 2] as (x, y)
+        proj = 2 * math.pi * ((2 * coords - 1) @ self.gaussian)  # [h, w, dim/2]
+        return torch.cat([proj.sin(), proj.cos()], dim=-1).permute(2, 0, 1)  # [dim, h, w]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an optional narrower inner width (SAM's ``downsample_rate``)."""
+
+    def __init__(self, dim: int, heads: int, downsample: int = 1) -> None:
+        super().__init__()
+        inner = dim // downsample
+        self.heads = heads
+        self.q_proj = nn.Linear(dim, inner)
+        self.k_proj = nn.Linear(dim, inner)
+        self.v_proj = nn.Linear(dim, inner)
+        self.out_proj = nn.Linear(inner, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)  # [B, heads, N, c/heads]
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, Nq, c/heads]
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class TwoWayBlock(nn.Module):
+    """Token self-attention, token->image attention, MLP, image->token attention (SAM's two-way block)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, skip_first_pe: bool = False) -> None:
+        super().__init__()
+        self.self_attn = Attention(dim, heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_token_to_image = Attention(dim, heads, downsample=2)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
+        self.norm3 = nn.LayerNorm(dim)
+        self.cross_image_to_token = Attention(dim, heads, downsample=2)
+        self.norm4 = nn.LayerNorm(dim)
+        self.skip_first_pe = skip_first_pe
+
+    def forward(
+        self, tokens: torch.Tensor, image: torch.Tensor, token_pe: torch.Tensor, image_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.skip_first_pe:
+            tokens = self.self_attn(tokens, tokens, tokens)
+        else:
+            q = tokens + token_pe
+            tokens = tokens + self.self_attn(q, q, tokens)
+        tokens = self.norm1(tokens)
+        tokens = self.norm2(tokens + self.cross_token_to_image(tokens + token_pe, image + image_pe, image))
+        tokens = self.norm3(tokens + self.mlp(tokens))
+        image = self.norm4(image + self.cross_image_to_token(image + image_pe, tokens + token_pe, tokens))
+        return tokens, image
+
+
+class HighResBranch(nn.Module):
+    """Small convs on the pixels at stride 4: the edges the stride-8/16 tower cannot see."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, dim, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(dim, dim, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(dim, dim, 3, padding=1),
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels - 0.5)  # [B, dim, S/4, S/4]
+
+
+class LightMaskDecoder(nn.Module):
+    """A light promptable decoder: one mask per prompt token on a tower feature map plus a pixel branch.
+
+    Flow per mask: feature map -> 1x1 to ``dim`` + random Fourier PE; tokens ``[output, prompt]``; ``depth``
+    two-way blocks and a final token->image attention; the image embedding is upsampled x2, resized to the
+    stride-4 grid and fused with the high-resolution branch; a hypernetwork MLP of the output token dotted with the
+    fused features gives logits, bilinearly resized to ``image_size``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        highres_dim: int = 32,
+        image_size: int = 256,
+    ) -> None:
+        super().__init__()
+        self.prompt_dim = dim
+        self.image_size = image_size
+        self.input_proj = nn.Sequential(nn.Conv2d(in_channels, dim, 1), LayerNorm2d(dim))
+        self.pe = PositionEmbeddingRandom(dim)
+        self.output_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(TwoWayBlock(dim, heads, skip_first_pe=(i == 0)) for i in range(depth))
+        self.final_attn = Attention(dim, heads, downsample=2)
+        self.final_norm = nn.LayerNorm(dim)
+        self.upscale = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, 2, stride=2), LayerNorm2d(dim // 4), nn.GELU()
+        )
+        self.highres = HighResBranch(3, highres_dim)
+        self.pair_fuse = nn.Conv2d(2 * highres_dim, highres_dim, 1)
+        out_dim = dim // 8
+        self.fuse = nn.Sequential(
+            nn.Conv2d(dim // 4 + highres_dim, out_dim * 2, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(out_dim * 2, out_dim, 1),
+        )
+        self.hyper = nn.Sequential(
+            nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, out_dim)
+        )
+
+    def image_context(
+        self, feature_map: torch.Tensor | None, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """``(feature map [D, h, w], high-res features [c, S/4, S/4])`` for one sample (one image or a pair).
+
+        For a pair the high-res features are ``fuse(h2, |h1 - h2|)``, so edges of what changed are visible.
+        """
+        if feature_map is None:
+            raise ValueError("the light mask decoder needs a tower feature map")
+        hr = self.highres(pixels)  # [n, c, S/4, S/4]
+        if hr.shape[0] == 2:
+            hr = self.pair_fuse(torch.cat([hr[1:], (hr[1:] - hr[:1]).abs()], dim=1))
+        return feature_map, hr[-1]
+
+    def forward(
+        self, contexts: list[tuple[torch.Tensor, ...]], sample_index: list[int], prompts: torch.Tensor
+    ) -> torch.Tensor:
+        maps = torch.stack([contexts[i][0] for i in sample_index])  # [M, D, h, w]
+        highres = torch.stack([contexts[i][1] for i in sample_index])  # [M, c, S/4, S/4]
+        x = self.input_proj(maps.to(prompts.dtype))  # [M, dim, h, w]
+        m, dim, h, w = x.shape
+        image = x.flatten(2).transpose(1, 2)  # [M, h*w, dim]
+        image_pe = self.pe(h, w).flatten(1).transpose(0, 1).unsqueeze(0)  # [1, h*w, dim]
+        tokens = torch.cat([self.output_token.expand(m, -1, -1), prompts[:, None, :]], dim=1)  # [M, 2, dim]
+        token_pe = tokens
+        for block in self.blocks:
+            tokens, image = block(tokens, image, token_pe, image_pe)
+        tokens = self.final_norm(tokens + self.final_attn(tokens + token_pe, image + image_pe, image))
+
+        up = self.upscale(image.transpose(1, 2).reshape(m, dim, h, w))  # [M, dim/4, 2h, 2w]
+        if up.shape[-2:] != highres.shape[-2:]:
+            up = F.interpolate(up, size=highres.shape[-2:], mode="bilinear", align_corners=False)
+        fused = self.fuse(torch.cat([up, highres], dim=1))  # [M, dim/8, S/4, S/4]
+        weights = self.hyper(tokens[:, 0])  # [M, dim/8]
+        logits = torch.einsum("mc,mchw->mhw", weights, fused)  # [M, S/4, S/4]
+        size = (self.image_size, self.image_size)
+        return F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[
+            :, 0
+        ]  # [M, S, S]
+
+
+class SamMaskDecoderAdapter(nn.Module):
+    """Drive a ``transformers`` ``SamModel``: frozen image encoder and prompt encoder, trainable mask decoder.
+
+    The image (the second one for a pair: SAM has no change input) is resized to SAM's input size and normalised
+    with SAM's statistics; each projected ``[SEG]`` state is one sparse prompt embedding; SAM's single-mask output
+    (low resolution) is bilinearly resized to ``image_size``.
+    """
+
+    frozen_prefixes = ("sam.vision_encoder", "sam.prompt_encoder", "sam.shared_image_embedding")
+
+    def __init__(
+        self,
+        sam: nn.Module,
+        image_size: int,
+        image_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+        image_std: tuple[float, ...] = (0.229, 0.224, 0.225),
+    ) -> None:
+        super().__init__()
+        self.sam = sam
+        sam.requires_grad_(False)
+        sam.mask_decoder.requires_grad_(True)
+        self.prompt_dim = int(sam.config.prompt_encoder_config.hidden_size)
+        size = sam.config.vision_config.image_size
+        self.sam_size = int(size if isinstance(size, int) else size[0])
+        self.image_size = image_size
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(1, -1, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> SamMaskDecoderAdapter:
+        super().train(mode)
+        self.sam.vision_encoder.eval()
+        self.sam.prompt_encoder.eval()
+        return self
+
+    def image_context(
+        self, feature_map: torch.Tensor | None, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        x = F.interpolate(
+            pixels[-1:].float(), size=(self.sam_size, self.sam_size), mode="bilinear", antialias=True
+        )
+        x = (x - self.image_mean) / self.image_std
+        dtype = self.sam.vision_encoder.get_input_embeddings().projection.weight.dtype
+        with torch.no_grad():
+            embedding = self.sam.get_image_embeddings(x.to(dtype))  # [1, C, h, w]
+        return (embedding[0].float(),)
+
+    def forward(
+        self, contexts: list[tuple[torch.Tensor, ...]], sample_index: list[int], prompts: torch.Tensor
+    ) -> torch.Tensor:
+        embeddings = torch.stack([contexts[i][0] for i in sample_index])  # [M, C, h, w]
+        m, _, h, w = embeddings.shape
+        image_pe = self.sam.get_image_wide_positional_embeddings().expand(m, -1, -1, -1)
+        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(m, -1, h, w)
+        sparse = prompts[:, None, None, :]  # [M, point_batch=1, 1 prompt, C]
+        masks, _ = self.sam.mask_decoder(
+            image_embeddings=embeddings,
+            image_positional_embeddings=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )  # [M, 1, 1, 4h, 4w]
+        size = (self.image_size, self.image_size)
+        return F.interpolate(masks[:, 0].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
