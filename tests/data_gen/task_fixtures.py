@@ -121,3 +121,32 @@ def levircd_tile(name: str = "test_2_0000_0000") -> Tile:
         license="academic",
         block=name,
     )
+
+
+# ------------------------------------------------------------------------------------------------ driver fixtures
+def fixture_planner(cfg) -> list:
+    """A 4 x 4 grid of tiles in 2 x 2-tile blocks; tile 'r0c3' is empty (loader returns None)."""
+    from data_gen.config import TileRef
+
+    n = int(cfg.extra.get("grid", 4))
+    size = int(cfg.tile_size)
+    return [
+        TileRef(id=f"r{r}c{c}", scene=0, window=(c * size, r * size, size, size), block=f"{r // 2}_{c // 2}")
+        for r in range(n)
+        for c in range(n)
+    ]
+
+
+def fixture_loader(cfg, ref):
+    """A synthetic tile, varied per tile (flips / a shifted building), or None for the empty one."""
+    if ref.id == "r0c3":
+        return None
+    tile = synthetic_tile(int(cfg.tile_size), change=True, named=False)
+    k = sum(map(ord, ref.id))
+    tile.labels = np.rot90(tile.labels, k % 4).copy()
+    tile.labels2 = np.rot90(tile.labels2, k % 4).copy()
+    tile.image = np.rot90(tile.image, k % 4).copy()
+    tile.image2 = np.rot90(tile.image2, k % 4).copy()
+    tile.id = ref.id
+    tile.block = ref.block
+    return tile
