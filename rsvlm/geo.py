@@ -50,7 +50,6 @@ from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, Raster
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 from shapely.geometry.polygon import orient
-from shapely.ops import transform as shapely_transform
 
 from rsvlm.bands import (
     PRESETS,
@@ -771,6 +770,11 @@ def _as_affine(transform: Affine | Sequence[float]) -> Affine:
     return Affine(*values[:6])
 
 
+def _map_coords(func: Any, geom: Any) -> Any:
+    """Apply ``func(xs, ys) -> (xs, ys)`` (a pyproj ``Transformer.transform`` or an affine map) to every vertex."""
+    return shapely.transform(geom, func, interleaved=False)
+
+
 def _geojson(geom: Any) -> dict:
     """A shapely geometry -> a GeoJSON dict with lists (not tuples), so it equals its own JSON round trip."""
     return json.loads(json.dumps(mapping(geom)))
@@ -838,12 +842,12 @@ def geometry_to_pixels(
     inverse = ~_as_affine(transform)
     to_crs = _from_wgs84(crs)
 
-    def to_pixels(x: np.ndarray, y: np.ndarray, z: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def to_pixels(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cx, cy = to_crs.transform(np.asarray(x), np.asarray(y))
         px, py = inverse @ (np.asarray(cx), np.asarray(cy))
         return np.asarray(px), np.asarray(py)
 
-    return _geojson(shapely_transform(to_pixels, geom))
+    return _geojson(_map_coords(to_pixels, geom))
 
 
 def _mask_shapes(mask: np.ndarray, transform: Affine) -> list[Any]:
@@ -894,7 +898,7 @@ def mask_to_polygons(
     affine = _as_affine(transform)
     polys = _simplify_filter(_mask_shapes(mask, affine), affine, simplify_px, min_area_px)
     to_wgs = _to_wgs84(crs)
-    return [_geojson(_orient(shapely_transform(to_wgs.transform, p))) for p in polys]
+    return [_geojson(_orient(_map_coords(to_wgs.transform, p))) for p in polys]
 
 
 def mask_to_pixel_polygons(
@@ -928,13 +932,13 @@ def area_m2(geometry: dict | Any, crs: CRS | str | None = None) -> float:
     crs = _as_crs(crs)
     if crs is not None and crs != WGS84:
         geom = _densify(geom)
-        geom = shapely_transform(_to_wgs84(crs).transform, geom)
+        geom = _map_coords(_to_wgs84(crs).transform, geom)
     else:
         _check_lonlat(geom)
         geom = _densify(geom)
     centre = geom.envelope.centroid
     laea = _transformer(WGS84.to_wkt(), _equal_area_crs(centre.x, centre.y).to_wkt())
-    return float(shapely_transform(laea.transform, geom).area)
+    return float(_map_coords(laea.transform, geom).area)
 
 
 def _densify(geom: Any, pieces: int = 64) -> Any:

@@ -4,16 +4,23 @@ present, ../shared/data."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from make_fixtures import GSD_UTM, ORIGIN_UTM, UTM18, write_all
-from pyproj import Geod
+import rasterio.warp
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from make_fixtures import GSD_UTM, ORIGIN_UTM, UTM18, from_origin, write_all
+from pyproj import Geod, Transformer
+from shapely.geometry import Polygon, box, shape
 
 from rsvlm import geo
 from rsvlm.bands import PRESETS, resolve_bands, stretch
+from rsvlm.grounding import Region
 
 TESTS = Path(__file__).parent
 NAIP_2020 = TESTS / "data" / "naip_2020_256.tif"
@@ -254,3 +261,199 @@ def test_png_and_jpeg_without_crs(fx):
         assert image.mask_area_m2(np.ones((40, 50), bool)) is None
     part = geo.read_image(fx["plain_png"], window=(10, 20, 8, 8))
     assert part.transform.c == 10 and part.transform.f == 20  # pixel transform back to the source
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pixels -> CRS -> EPSG:4326 and back
+
+
+GRIDS = {
+    "utm": (UTM18, from_origin(*ORIGIN_UTM, 10, 10)),
+    "4326": ("EPSG:4326", from_origin(-75.0, 37.0, 1e-4, 1e-4)),
+    "3857": ("EPSG:3857", from_origin(-8_350_000.0, 4_450_000.0, 12.5, 12.5)),
+}
+
+
+def _is_ccw(ring: list) -> bool:
+    return Polygon(ring).exterior.is_ccw
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
+@settings(max_examples=25, deadline=None)
+@given(
+    x=st.floats(0, 900),
+    y=st.floats(0, 900),
+    w=st.floats(0.5, 300),
+    h=st.floats(0.5, 300),
+)
+def test_pixel_box_round_trip_within_half_a_pixel(grid, x, y, w, h):
+    crs, transform = GRIDS[grid]
+    geometry = geo.pixel_box_to_geometry((x, y, x + w, y + h), transform, crs)
+    assert geometry["type"] == "Polygon"
+    ring = geometry["coordinates"][0]
+    assert ring[0] == ring[-1] and len(ring) == 5 and _is_ccw(ring)  # RFC 7946: closed, CCW exterior
+    assert all(-180 <= lon <= 180 and -90 <= lat <= 90 for lon, lat in ring)
+    back = geo.geometry_to_pixels(geometry, transform, crs)
+    x1, y1, x2, y2 = shape(back).bounds
+    assert max(abs(x1 - x), abs(y1 - y), abs(x2 - x - w), abs(y2 - y - h)) < 0.5
+    assert json.loads(json.dumps(geometry)) == geometry  # plain JSON types
+
+
+def test_box_lands_where_the_crs_says(fx):
+    # The top-left pixel corner of the UTM fixture is (500000 E, 4100000 N) on the zone 18 central meridian.
+    geometry = geo.pixel_box_to_geometry((0, 0, 1, 1), from_origin(*ORIGIN_UTM, 10, 10), UTM18)
+    lon, lat = Transformer.from_crs(UTM18, "EPSG:4326", always_xy=True).transform(*ORIGIN_UTM)
+    xs = [p[0] for p in geometry["coordinates"][0]]
+    ys = [p[1] for p in geometry["coordinates"][0]]
+    assert min(xs) == pytest.approx(lon, abs=1e-9) and max(ys) == pytest.approx(lat, abs=1e-9)
+    assert lon == pytest.approx(-75.0) and 37.0 < lat < 37.1
+
+
+def test_pixel_polygon_to_geometry_is_oriented(fx):
+    crs, transform = GRIDS["utm"]
+    clockwise_in_pixels = [(0, 0), (0, 10), (10, 10), (10, 0)]
+    geometry = geo.pixel_polygon_to_geometry(clockwise_in_pixels, transform, crs)
+    assert _is_ccw(geometry["coordinates"][0])
+    assert geo.pixel_polygon_to_geometry(clockwise_in_pixels, transform, None) is None
+
+
+def test_area_of_a_100_m_square_in_utm():
+    square = box(500_000, 4_100_000, 500_100, 4_100_100)
+    assert geo.area_m2(square, UTM18) == pytest.approx(10_000, rel=0.005)
+    as_geojson = geo.pixel_box_to_geometry((0, 0, 10, 10), from_origin(*ORIGIN_UTM, 10, 10), UTM18)
+    assert geo.area_m2(as_geojson) == pytest.approx(10_000, rel=0.005)
+    assert geo.area_m2(box(0, 0, 0, 0), UTM18) == 0.0
+
+
+def test_area_of_a_square_in_4326_is_metres_not_degrees():
+    lon0, lat0, side = 10.0, 45.0, 0.01
+    square = {
+        "type": "Polygon",
+        "coordinates": [
+            [[lon0, lat0], [lon0 + side, lat0], [lon0 + side, lat0 + side], [lon0, lat0 + side], [lon0, lat0]]
+        ],
+    }
+    area = geo.area_m2(square)
+    geodesic, _ = Geod(ellps="WGS84").geometry_area_perimeter(shape(square))
+    assert area == pytest.approx(abs(geodesic), rel=1e-3)
+    # Spherical check by hand: R² Δλ (sin φ2 − sin φ1).
+    r = 6_371_008.8
+    sphere = r**2 * np.radians(side) * (np.sin(np.radians(lat0 + side)) - np.sin(np.radians(lat0)))
+    assert area == pytest.approx(sphere, rel=0.005)
+    assert 870_000 < area < 880_000
+
+
+def test_area_in_web_mercator_is_corrected_for_latitude():
+    crs, transform = GRIDS["3857"]  # ~37° N: a "100 m" Mercator square is ~100 cos(37°) m on the ground
+    square = box(-8_350_000, 4_449_900, -8_349_900, 4_450_000)
+    lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(-8_349_950, 4_449_950)[1]
+    assert geo.area_m2(square, crs) == pytest.approx(10_000 * np.cos(np.radians(lat)) ** 2, rel=0.005)
+
+
+def test_mask_to_polygons_drops_specks_keeps_holes_and_areas():
+    crs, transform = GRIDS["utm"]
+    mask = np.zeros((40, 40), bool)
+    mask[5:25, 5:25] = True  # 20 × 20 px with a 6 × 6 hole
+    mask[12:18, 12:18] = False
+    mask[30:33, 30:34] = True  # 12 px
+    mask[38, 38] = True  # a 1 px speck: dropped (min_area_px=4)
+    polygons = geo.mask_to_polygons(mask, transform, crs)
+    assert len(polygons) == 2
+    big, small = polygons  # largest first
+    assert len(big["coordinates"]) == 2  # exterior + hole
+    assert _is_ccw(big["coordinates"][0]) and not _is_ccw(big["coordinates"][1])
+    assert geo.area_m2(big) == pytest.approx((400 - 36) * 100, rel=0.005)
+    assert geo.area_m2(small) == pytest.approx(12 * 100, rel=0.005)
+    x1, y1, x2, y2 = shape(geo.geometry_to_pixels(big, transform, crs)).bounds
+    np.testing.assert_allclose([x1, y1, x2, y2], [5, 5, 25, 25], atol=0.5)
+    assert geo.mask_to_polygons(np.zeros((4, 4), bool), transform, crs) == []
+    rings = geo.mask_to_pixel_polygons(mask)
+    assert len(rings) == 2 and Polygon(rings[0]).area == pytest.approx(400)
+
+
+def test_mask_to_polygons_simplifies_in_pixels():
+    crs, transform = GRIDS["utm"]
+    yy, xx = np.mgrid[:64, :64]
+    disc = (xx - 32) ** 2 + (yy - 32) ** 2 < 25**2
+    raw = geo.mask_to_polygons(disc, transform, crs, simplify_px=0)
+    simple = geo.mask_to_polygons(disc, transform, crs, simplify_px=1.0)
+    assert len(simple[0]["coordinates"][0]) < len(raw[0]["coordinates"][0])
+    assert geo.area_m2(simple[0]) == pytest.approx(disc.sum() * 100, rel=0.02)
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
+def test_mask_area_m2_matches_polygon_area(grid):
+    crs, transform = GRIDS[grid]
+    mask = np.zeros((300, 300), bool)
+    mask[20:280, 50:120] = True
+    mask[100:110, 200:290] = True
+    polygons = geo.mask_to_polygons(mask, transform, crs, simplify_px=0)
+    total = sum(geo.area_m2(p) for p in polygons)
+    assert geo.mask_area_m2(mask, transform, crs) == pytest.approx(total, rel=0.002)
+    if grid == "utm":
+        assert total == pytest.approx(mask.sum() * 100, rel=0.005)
+    assert geo.mask_area_m2(np.zeros((3, 3), bool), transform, crs) == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def test_mask_geotiff_from_a_window_has_the_window_transform(fx, tmp_path):
+    part = geo.read_image(fx["rgb_uint8"], window=(16, 8, 32, 24))
+    mask = part.data[0] > 128
+    out = geo.write_mask_geotiff(tmp_path / "mask.tif", mask, part.transform, part.crs)
+    with rasterio.open(out) as src:
+        assert src.count == 1 and src.dtypes == ("uint8",) and src.shape == (24, 32)
+        assert src.transform == part.transform and src.crs == part.crs
+        assert src.compression.value.lower() == "deflate"
+        np.testing.assert_array_equal(src.read(1), mask.astype(np.uint8))
+    with rasterio.open(fx["rgb_uint8"]) as full:
+        assert part.transform == full.transform @ Affine.translation(16, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif"]  # no temp file left behind
+    # Overwrite in place, atomically.
+    geo.write_mask_geotiff(out, ~mask, part.transform, part.crs)
+    with rasterio.open(out) as src:
+        np.testing.assert_array_equal(src.read(1), (~mask).astype(np.uint8))
+
+
+def test_write_geojson_feature_collection(tmp_path):
+    crs, transform = GRIDS["utm"]
+    geometry = geo.pixel_box_to_geometry((0, 0, 10, 10), transform, crs)
+    region = Region(
+        label="field", geometry=geometry, area_m2=float(geo.area_m2(geometry)), score=np.float32(0.9)
+    )
+    features = [
+        region,
+        geometry,
+        (geometry, {"label": "pond", "pixels": np.int64(4)}),
+        {"type": "Feature", "geometry": None, "properties": {"label": "no crs"}},
+    ]
+    path = geo.write_geojson(tmp_path / "out.geojson", features)
+    data = json.loads(path.read_text())
+    assert data["type"] == "FeatureCollection" and "crs" not in data and len(data["features"]) == 4
+    assert data["features"][0]["properties"]["label"] == "field"
+    assert data["features"][0]["properties"]["area_m2"] == pytest.approx(10_000, rel=0.005)
+    assert data["features"][2]["properties"]["pixels"] == 4
+    assert data["features"][1]["geometry"] == geometry
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.geojson"]
+
+
+def test_naip_geojson_falls_inside_its_footprint(tmp_path):
+    image = geo.read_image(NAIP_2020)
+    assert image.crs.to_epsg() == 26914 and image.gsd == pytest.approx(5.0)
+    west, south, east, north = rasterio.warp.transform_bounds(image.crs, "EPSG:4326", *image.bounds)
+    ndvi = image.index("ndvi")
+    vegetation = np.nan_to_num(ndvi, nan=-1) > np.nanpercentile(ndvi, 80)
+    polygons = image.mask_to_polygons(vegetation)
+    geometries = [image.box_to_geometry((10, 20, 200, 250)), *polygons[:20]]
+    assert len(geometries) > 5
+    for geometry in geometries:
+        minx, miny, maxx, maxy = shape(geometry).bounds
+        assert west - 1e-9 <= minx and maxx <= east + 1e-9 and south - 1e-9 <= miny and maxy <= north + 1e-9
+    # North Dakota, roughly 99.2° W 47.0° N.
+    assert -99.3 < west < east < -99.1 and 46.9 < south < north < 47.1
+    # Whole-image box area: 256 × 256 px of 5 m.
+    assert geo.area_m2(image.box_to_geometry((0, 0, 256, 256))) == pytest.approx(256 * 256 * 25, rel=0.005)
+    geo.write_geojson(tmp_path / "veg.geojson", [(g, {"class": "vegetation"}) for g in polygons])
+    assert len(json.loads((tmp_path / "veg.geojson").read_text())["features"]) == len(polygons)
