@@ -492,37 +492,26 @@ def _read(
     if decimated and not src.overviews(1) and win.width * win.height > 16 * max_pixels:
         logger.warning("%s has no overviews: a decimated read scans the whole window", name)
 
-    indexes = list(selection.indexes)
-    if selection.alpha_index is not None:
-        indexes.append(selection.alpha_index)
-    try:
-        with _quiet():
-            arr = src.read(
-                indexes,
-                window=win,
-                out_shape=(len(indexes), out_h, out_w),
-                resampling=Resampling.average if decimated else Resampling.nearest,
-                masked=True,
-            )  # [C, H, W] masked
-    except (RasterioError, CPLE_BaseError, MemoryError) as e:
-        raise RasterError(
-            f"reading pixels of {name} failed; the file is truncated or corrupt ({_gdal_message(e)})"
-        ) from e
-
+    resampling = Resampling.average if decimated else Resampling.nearest
+    arr = _read_bands(src, name, selection.indexes, win, (out_h, out_w), resampling)  # [C, H, W] masked
     data = np.asarray(arr.data, dtype=np.float32)  # [C, H, W]
     masked = np.ma.getmaskarray(arr)
     names = selection.names
     if selection.alpha_index is not None:
-        alpha = data[-1]
+        # Nearest, even for overviews: an averaged alpha edge is not 0/255 and would look like data.
+        alpha = np.asarray(_read_bands(src, name, [selection.alpha_index], win, (out_h, out_w)).data[0])
         if np.isin(alpha, (0, alpha.max())).all():  # a real alpha band: a mask, not data
-            data, masked = data[:-1], masked[:-1] | (alpha == 0)[None]
+            masked = masked | (alpha == 0)[None]
         else:
+            extra = _read_bands(src, name, [selection.alpha_index], win, (out_h, out_w), resampling)
+            indexes = [*selection.indexes, selection.alpha_index]
+            order = np.argsort(indexes)
+            data = np.concatenate([data, np.asarray(extra.data, np.float32)])[order]
+            masked = np.concatenate([masked, np.ma.getmaskarray(extra)])[order]
             names = resolve_bands(None, src.count, source=name).names
             notes.append(
                 f"{name}: band {selection.alpha_index} is marked alpha but holds data; read it as data"
             )
-            order = np.argsort(indexes)
-            data, masked = data[order], masked[order]
     valid = ~masked.any(axis=0) & np.isfinite(data).all(axis=0)  # [H, W]
     if palette:
         data, names = _apply_palette(src, data), ["red", "green", "blue"]
@@ -559,6 +548,26 @@ def _read(
     for note in notes:
         logger.info("%s", note)
     return image
+
+
+def _read_bands(
+    src: Any,
+    name: str,
+    indexes: list[int],
+    win: Window,
+    shape: tuple[int, int],
+    resampling: Resampling = Resampling.nearest,
+) -> np.ma.MaskedArray:
+    """``src.read`` with every GDAL failure (truncated strips, corrupt tiles) turned into a ``RasterError``."""
+    try:
+        with _quiet():
+            return src.read(
+                indexes, window=win, out_shape=(len(indexes), *shape), resampling=resampling, masked=True
+            )
+    except (RasterioError, CPLE_BaseError, MemoryError) as e:
+        raise RasterError(
+            f"reading pixels of {name} failed; the file is truncated or corrupt ({_gdal_message(e)})"
+        ) from e
 
 
 def _apply_palette(src: Any, index: np.ndarray) -> np.ndarray:

