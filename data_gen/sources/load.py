@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 OSM_LICENSE = "ODbL 1.0 (© OpenStreetMap contributors)"
 _READERS: dict[tuple[int, tuple[str, ...]], ImageReader] = {}
 _DATASETS: dict[tuple[int, str], object] = {}
-_PROJECTED: dict[tuple[str, str], tuple] = {}
+_PROJECTED: dict[tuple[str, str, int], tuple] = {}
 _WARNED: set[tuple[str, str]] = set()
 
 
@@ -80,7 +80,7 @@ def read_labels(path: str, grid: Grid, scene: Scene, tax: Taxonomy, tile_id: str
 
 def _instances_osm(cfg: GenConfig, grid: Grid) -> list[tuple[np.ndarray, Instance, str]]:
     feats = read_osm(cfg.osm)
-    key = (cfg.osm, grid.crs.to_wkt())
+    key = (cfg.osm, grid.crs.to_wkt(), id(feats))
     if key not in _PROJECTED:
         _PROJECTED[key] = project_features(feats, grid.crs)
     geoms, tree = _PROJECTED[key]
@@ -119,7 +119,7 @@ def _instances_vectors(cfg: GenConfig, grid: Grid, scene: Scene, col: int, row: 
     else:
         if grid.crs is None:
             raise SourceError(f"vectors {cfg.vectors} are georeferenced but {scene.name} has no CRS")
-        key = (cfg.vectors, grid.crs.to_wkt())
+        key = (cfg.vectors, grid.crs.to_wkt(), id(layer))
         if key not in _PROJECTED:
             from pyproj import Transformer
 

@@ -159,8 +159,14 @@ def classify_line(tags: dict[str, str]) -> tuple[str, str, str, float] | None:
     return None
 
 
-@lru_cache(maxsize=4)
 def read_osm(path: str) -> tuple[OsmFeature, ...]:
+    """Parsed once per process and file version (the cache key includes the modification time)."""
+    p = Path(path)
+    return _read_osm_cached(str(p), p.stat().st_mtime if p.is_file() else 0.0)
+
+
+@lru_cache(maxsize=8)
+def _read_osm_cached(path: str, mtime: float) -> tuple[OsmFeature, ...]:
     """Parse an extract once per process. Uses pyosmium's area assembler for (multi)polygons."""
     if not Path(path).is_file():
         raise SourceError(f"OSM file {path} does not exist")

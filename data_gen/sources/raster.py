@@ -38,13 +38,13 @@ class Grid:
     height: int
 
     def window(self, col: int, row: int, width: int, height: int) -> Grid:
-        return Grid(self.crs, self.transform * Affine.translation(col, row), width, height)
+        return Grid(self.crs, self.transform @ Affine.translation(col, row), width, height)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         xs, ys = [], []
         for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height)):
-            x, y = self.transform * (c, r)
+            x, y = self.transform @ (c, r)
             xs.append(x)
             ys.append(y)
         return min(xs), min(ys), max(xs), max(ys)
@@ -85,7 +85,7 @@ def gsd_of(grid: Grid) -> float | None:
     a, b, _, d, e, _ = tuple(grid.transform)[:6]
     px, py = math.hypot(a, d), math.hypot(b, e)
     if grid.crs.is_geographic:
-        _, lat = grid.transform * (grid.width / 2, grid.height / 2)
+        _, lat = grid.transform @ (grid.width / 2, grid.height / 2)
         return float((px * 111_320.0 * math.cos(math.radians(lat)) + py * 110_574.0) / 2)
     factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
     return float((px + py) / 2 * factor)
@@ -120,7 +120,7 @@ def _same_grid_offset(src: Grid, dst: Grid) -> tuple[int, int] | None:
         for x, y in zip((s.a, s.b, s.d, s.e), (d.a, d.b, d.d, d.e))
     ):
         return None
-    col, row = ~s * (d.c, d.f)
+    col, row = ~s @ (d.c, d.f)
     if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
         return None
     return int(round(col)), int(round(row))
@@ -144,7 +144,7 @@ def read_onto(
     dtype = dtype or ds.dtypes[bands[0] - 1]
     out_shape = (len(bands), dst.height, dst.width)
     if src.crs is None or dst.crs is None:
-        col, row = ~scene_grid.transform * (dst.transform.c, dst.transform.f)
+        col, row = ~scene_grid.transform @ (dst.transform.c, dst.transform.f)
         offset = (int(round(col)), int(round(row)))
     else:
         offset = _same_grid_offset(src, dst)

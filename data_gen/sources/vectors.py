@@ -42,8 +42,14 @@ class VectorLayer:
     meta: dict = field(default_factory=dict)
 
 
-@lru_cache(maxsize=8)
 def read_vectors(path: str) -> VectorLayer:
+    """Parsed once per process and file version (the cache key includes the modification time)."""
+    p = Path(path)
+    return _read_vectors_cached(str(p), p.stat().st_mtime if p.is_file() else 0.0)
+
+
+@lru_cache(maxsize=8)
+def _read_vectors_cached(path: str, mtime: float) -> VectorLayer:
     p = Path(path)
     if not p.is_file():
         raise SourceError(f"vector file {path} does not exist")

@@ -2,9 +2,10 @@
 
 NDVI = (NIR - R) / (NIR + R) above a threshold -> vegetation; NDWI (McFeeters) = (G - NIR) / (G + NIR) above a
 threshold -> water (water wins where both hold, which is rare); everything else -> other. Fixed thresholds
-(NDVI 0.3, NDWI 0.0) are the default: they are standard for reflectance and hold up on 8-bit NAIP DNs.
+(NDVI 0.3, NDWI 0.1) are the default: standard for reflectance, and the small NDWI margin keeps grey roofs
+and dark soil (whose NIR is close to green) out of the water class on 8-bit NAIP DNs.
 ``method="otsu"`` picks each threshold by Otsu on the tile's index histogram, clamped to a sane range
-(NDVI 0.1-0.6, NDWI -0.1-0.4) so that a tile with no water does not get half its pixels called water.
+(NDVI 0.1-0.6, NDWI 0.1-0.5) so that a tile with no water does not get half its pixels called water.
 Tiles labelled this way carry ``Tile.weak = True`` and the ``weak-ndvi-ndwi`` taxonomy.
 """
 
@@ -17,7 +18,7 @@ from data_gen.tile import Taxonomy
 from .taxonomy import load_taxonomy
 
 OTHER, VEGETATION, WATER, NODATA = 0, 1, 2, 255
-NDVI_T, NDWI_T = 0.3, 0.0
+NDVI_T, NDWI_T = 0.3, 0.1
 
 
 def weak_taxonomy() -> Taxonomy:
@@ -42,7 +43,9 @@ def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
     m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
     m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
-    return float(centres[int(np.argmax(between))])
+    # Between two separated modes the variance is flat across the gap: take the middle of that plateau.
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return float((centres[best[0]] + centres[best[-1]]) / 2)
 
 
 def weak_labels(
@@ -60,7 +63,7 @@ def weak_labels(
     valid = np.ones(ndvi.shape, bool) if valid is None else valid
     if method == "otsu":
         ndvi_t = float(np.clip(otsu_threshold(ndvi[valid]), 0.1, 0.6))
-        ndwi_t = float(np.clip(otsu_threshold(ndwi[valid]), -0.1, 0.4))
+        ndwi_t = float(np.clip(otsu_threshold(ndwi[valid]), 0.1, 0.5))
     elif method != "fixed":
         raise ValueError(f"weak label method must be 'fixed' or 'otsu', got {method!r}")
     labels = np.full(ndvi.shape, OTHER, dtype=np.uint8)
