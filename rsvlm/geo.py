@@ -589,7 +589,7 @@ def _apply_palette(src: Any, index: np.ndarray) -> np.ndarray:
 
 def align_pair(
     first: GeoImage | str | os.PathLike,
-    second_path: str | os.PathLike,
+    second_path: str | os.PathLike | GeoImage,
     bands: str | Sequence[int] | None = None,
     max_pixels: int | None = None,
 ) -> GeoImage:
@@ -601,11 +601,25 @@ def align_pair(
     ``RasterError`` when the footprints do not overlap. The result carries the first's ``crs``, ``transform``,
     ``window``, ``source_shape`` and ``scale`` (it lives on the first's grid); ``path`` is the second file.
     ``bands`` defaults to the first image's preset when the second has a fitting band count.
+
+    The second may also be a ``GeoImage`` already read (its array is warped or rescaled as it is; reading from
+    the file is better when the second was decimated more than the first).
     """
     if not isinstance(first, GeoImage):
         first = read_image(first, max_pixels=max_pixels)
-    second = Path(second_path)
-    name = second.name
+    if isinstance(second_path, GeoImage):
+        image = _align_in_memory(first, second_path)
+        name = second_path._name
+    else:
+        image, name = _align_from_file(first, Path(second_path), bands, max_pixels), Path(second_path).name
+    if image.band_names != first.band_names:
+        image.warnings.append(
+            f"band sets differ: {first._name} has {first.band_names}, {name} has {image.band_names}"
+        )
+    return image
+
+
+def _align_from_file(first: GeoImage, second: Path, bands: Any, max_pixels: int | None) -> GeoImage:
     with _open_raster(second) as src:
         if bands is None and first.preset and get_preset(first.preset).accepts(src.count):
             bands = first.preset
@@ -614,10 +628,6 @@ def align_pair(
             image = _align_by_resize(first, src, second, bands, max_pixels)
         else:
             image = _align_by_crs(first, src, second, crs2, bands, max_pixels)
-    if image.band_names != first.band_names:
-        image.warnings.append(
-            f"band sets differ: {first._name} has {first.band_names}, {name} has {image.band_names}"
-        )
     return image
 
 
@@ -648,6 +658,24 @@ def _footprint_4326(bounds: Sequence[float], crs: CRS) -> str:
     return f"lon {w:.5f}..{e:.5f}, lat {s:.5f}..{n:.5f}"
 
 
+def _check_overlap(first: GeoImage, crs2: CRS, bounds2: Sequence[float], name: str) -> None:
+    """Raise when the first image's footprint and ``bounds2`` (in ``crs2``) do not intersect."""
+    try:
+        left, bottom, right, top = rasterio.warp.transform_bounds(
+            first.crs, crs2, *first.bounds, densify_pts=21
+        )
+    except (RasterioError, CPLE_BaseError) as e:
+        raise RasterError(
+            f"cannot transform {first._name}'s footprint into {name}'s CRS ({_gdal_message(e)})"
+        ) from e
+    sl, sb, sr, st = bounds2
+    if min(right, sr) <= max(left, sl) or min(top, st) <= max(bottom, sb):
+        raise RasterError(
+            f"{first._name} and {name} do not overlap: the first covers {_footprint_4326(first.bounds, first.crs)}, "
+            f"the second {_footprint_4326(bounds2, crs2)}"
+        )
+
+
 def _align_by_crs(
     first: GeoImage, src: Any, path: Path, crs2: CRS, bands: Any, max_pixels: int | None
 ) -> GeoImage:
@@ -661,12 +689,7 @@ def _align_by_crs(
         raise RasterError(
             f"cannot transform {first._name}'s footprint into {name}'s CRS ({_gdal_message(e)})"
         ) from e
-    sl, sb, sr, st = src.bounds
-    if min(right, sr) <= max(left, sl) or min(top, st) <= max(bottom, sb):
-        raise RasterError(
-            f"{first._name} and {name} do not overlap: the first covers {_footprint_4326(first_bounds, first.crs)}, "
-            f"the second {_footprint_4326(src.bounds, crs2)}"
-        )
+    _check_overlap(first, crs2, tuple(src.bounds), name)
 
     # Same grid: the first's array pixels are whole pixels (or a uniform decimation) of the second -> plain read.
     rel = ~src.transform @ first.transform
@@ -704,16 +727,29 @@ def _align_by_crs(
     out_shape = (max(1, round(h2 / factor)), max(1, round(w2 / factor)))
     part = _read(src, path, bands, (col0, row0, w2, h2), max_pixels, None, out_shape, allow_empty=True)
 
+    return _warp_onto(first, part, part.transform, crs2, first.transform, first.crs)
+
+
+def _warp_onto(
+    first: GeoImage,
+    part: GeoImage,
+    src_transform: Affine,
+    src_crs: CRS,
+    dst_transform: Affine,
+    dst_crs: CRS,
+) -> GeoImage:
+    """Resample ``part`` (bilinear, nodata-aware) onto the first image's array grid."""
+    name = part._name
     source = np.where(part.valid[None], part.data, np.nan).astype(np.float32)  # [C, h, w]
     dest = np.full((part.count, first.height, first.width), np.nan, dtype=np.float32)  # [C, H, W]
     try:
         rasterio.warp.reproject(
             source=source,
             destination=dest,
-            src_transform=part.transform,
-            src_crs=crs2,
-            dst_transform=first.transform,
-            dst_crs=first.crs,
+            src_transform=src_transform,
+            src_crs=src_crs,
+            dst_transform=dst_transform,
+            dst_crs=dst_crs,
             resampling=Resampling.bilinear,
             src_nodata=np.nan,
             dst_nodata=np.nan,
@@ -728,13 +764,19 @@ def _align_by_crs(
     coverage = valid.mean()
     if coverage < 0.99:
         notes.append(f"{name} covers {coverage:.0%} of {first._name}; the rest is marked invalid")
+    return _on_first_grid(first, part, dest, valid, notes)
+
+
+def _on_first_grid(
+    first: GeoImage, part: GeoImage, data: np.ndarray, valid: np.ndarray, notes: list[str]
+) -> GeoImage:
     return GeoImage(
-        data=dest,
+        data=data,
         valid=valid,
-        band_names=part.band_names,
+        band_names=list(part.band_names),
         crs=first.crs,
         transform=first.transform,
-        path=str(path),
+        path=part.path,
         window=first.window,
         source_shape=first.source_shape,
         scale=first.scale,
@@ -742,6 +784,41 @@ def _align_by_crs(
         nodata=part.nodata,
         warnings=notes,
     )
+
+
+# Both sides of a pixel-space warp get this CRS, so GDAL resamples without reprojecting.
+_PIXEL_CRS = CRS.from_epsg(3857)
+
+
+def _align_in_memory(first: GeoImage, second: GeoImage) -> GeoImage:
+    """Align an already-read second image: warp its array (CRS known on both) or rescale it in source pixels."""
+    name = second._name
+    if first.crs is not None and second.crs is not None:
+        _check_overlap(first, second.crs, second.bounds, name)
+        if second.crs == first.crs and second.data.shape[1:] == first.data.shape[1:]:
+            if second.transform.almost_equals(first.transform, precision=1e-9):
+                return _on_first_grid(
+                    first, second, second.data.copy(), second.valid.copy(), list(second.warnings)
+                )
+        return _warp_onto(first, second, second.transform, second.crs, first.transform, first.crs)
+    notes = list(second.warnings)
+    if (first.crs is None) != (second.crs is None):
+        notes.append("only one of the two images has a CRS; assumed they cover the same ground")
+    (fh, fw), (sh, sw) = first.source_shape, second.source_shape  # type: ignore[misc]
+    if (fh, fw) != (sh, sw):
+        notes.append(
+            f"{name} is {sw} × {sh} and the first is {fw} × {fh}; resized, assuming the same footprint"
+        )
+    # Second's array -> its source pixels -> the first's source pixels (same footprint assumed).
+    src_transform = Affine.scale(fw / sw, fh / sh) @ second.pixel_transform
+    if second.data.shape[1:] == first.data.shape[1:] and src_transform.almost_equals(
+        first.pixel_transform, precision=1e-9
+    ):
+        return _on_first_grid(first, second, second.data.copy(), second.valid.copy(), notes)
+    image = _warp_onto(first, second, src_transform, _PIXEL_CRS, first.pixel_transform, _PIXEL_CRS)
+    image.warnings[: len(second.warnings)] = []
+    image.warnings = [*notes, *image.warnings]
+    return image
 
 
 # ----------------------------------------------------------------------------------------------------------------

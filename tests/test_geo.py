@@ -625,3 +625,32 @@ def test_shared_oscd_sentinel2_band_files():
     assert rgb.shape[0] == 3 and 0.2 < rgb.mean() < 0.8
     gsd = geo.read_image(bands[0]).gsd  # 4326 pixels of ~1e-4 degree -> ~10 m
     assert 9.0 < gsd < 11.0
+
+
+def test_align_an_already_read_second_image(fx):
+    """The assistant reads both dates first, then aligns: the in-memory path must agree with the file path."""
+    first = geo.read_image(fx["pair_a"])
+    for other in ("pair_b_shifted", "pair_b_finer", "pair_b_4326"):
+        from_memory = geo.align_pair(first, geo.read_image(fx[other]))
+        from_file = geo.align_pair(first, fx[other])
+        assert from_memory.transform == first.transform and from_memory.data.shape == first.data.shape
+        both = from_memory.valid & from_file.valid
+        assert both.mean() > 0.9
+        assert np.abs(from_memory.data - from_file.data)[:, both].max() < 1.0
+    # Same grid, same shape: returned as is.
+    same = geo.align_pair(first, geo.read_image(fx["pair_a"]))
+    np.testing.assert_array_equal(same.data, first.data)
+    assert not any("resampled" in w for w in same.warnings)
+    with pytest.raises(geo.RasterError, match="do not overlap"):
+        geo.align_pair(first, geo.read_image(fx["pair_b_far"]))
+    # No CRS: same size -> identical; a window of the first -> the matching part of the second.
+    png = geo.read_image(fx["plain_png"])
+    later = geo.read_image(fx["plain_png_later"])
+    np.testing.assert_array_equal(geo.align_pair(png, later).data, later.data)
+    window = geo.read_image(fx["plain_png"], window=(5, 6, 20, 10))
+    part = geo.align_pair(window, later)
+    np.testing.assert_allclose(part.data, later.data[:, 6:16, 5:25], atol=1e-3)
+    resized = geo.align_pair(png, geo.read_image(fx["rgb_uint8"]))
+    assert resized.data.shape == (3, 40, 50) and any("resized" in w for w in resized.warnings)
+    naip = geo.read_image(NAIP_2020)
+    assert geo.align_pair(naip, geo.read_image(NAIP_2009)).valid.mean() > 0.99
