@@ -546,7 +546,7 @@ def _read(
         warnings=notes,
     )
     for note in notes:
-        logger.info("%s", note)
+        logger.debug("%s", note)
     return image
 
 
