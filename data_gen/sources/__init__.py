@@ -2,8 +2,10 @@
 pairs (real or synthetic) and spectral weak labels, all aligned to the image's pixel grid through the CRS.
 
 The driver calls two functions: :func:`plan_tiles` (cheap: headers only) and :func:`load_tile` (one window).
-``synthesize_second_date`` makes a label-guided second date for change tasks when only one date exists; the
-driver applies it (with its seeded rng) when ``cfg.synthetic_change`` and the tile has no ``image2``.
+``synthesize_second_date`` makes a label-guided second date for change tasks when only one date exists;
+``load_tile`` applies it when ``cfg.synthetic_change`` and "change" is among ``cfg.tasks`` and the tile has
+labels but no second date (rng seeded by ``cfg.seed`` and the tile id). It is a no-op on a tile that already
+has ``image2``, so calling it again elsewhere is harmless.
 """
 
 from .change import change_from_labels, change_from_mask, synthesize_second_date

@@ -66,10 +66,11 @@ def synthesize_second_date(tile: Tile, rng: np.random.Generator, max_edits: int 
     """A copy of ``tile`` with a synthetic second date: ``image2``, ``labels2`` and an exact ``change`` mask.
 
     Needs ``tile.labels`` and a taxonomy; edits the taxonomy cannot express (no building class, no water...)
-    are skipped. Returns the tile unchanged (``image2`` None) when no edit applies.
+    are skipped. Returns the tile unchanged when no edit applies, when it already has a second date, or when
+    its labels are weak (spectral guesses are not exact labels). Applying it twice is therefore harmless.
     """
-    if tile.labels is None or tile.taxonomy is None:
-        return tile
+    if tile.labels is None or tile.taxonomy is None or tile.image2 is not None or tile.weak:
+        return tile  # nothing to edit from, or a real second date already exists; weak labels are not exact
     tax = tile.taxonomy
     img = tile.image.astype(np.float32)  # [H, W, 3]
     lab2 = tile.labels.copy()

@@ -20,7 +20,7 @@ from rasterio.transform import Affine
 from data_gen.config import GenConfig, TileRef
 from data_gen.tile import Instance, Taxonomy, Tile
 
-from .change import change_from_labels, change_from_mask
+from .change import change_from_labels, change_from_mask, synthesize_second_date
 from .errors import SourceError
 from .image import ImageReader
 from .osm import CATEGORY_CLASSES, LAYER, project_features, read_osm
@@ -269,7 +269,7 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
     gsd = gsd_of(grid)
     if gsd is None and cfg.extra.get("gsd"):
         gsd = float(cfg.extra["gsd"])
-    return Tile(
+    tile = Tile(
         id=ref.id,
         image=image,
         image2=image2,
@@ -287,3 +287,8 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         weak=weak,
         block=ref.block,
     )
+    if cfg.synthetic_change and "change" in cfg.tasks and tile.image2 is None and tile.change is None:
+        # Seeded by the run's seed and the tile id, so a tile gets the same edits in any worker or rerun.
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(ref.id.encode())])
+        tile = synthesize_second_date(tile, rng)
+    return tile

@@ -123,3 +123,20 @@ def test_second_date_on_a_shifted_grid_is_reprojected(tmp_path):
     tile = load_tile(cfg, plan_tiles(cfg)[0])
     np.testing.assert_array_equal(tile.image2[:, 1:, :], np.moveaxis(img2[:3], 0, -1)[:, :-1, :])
     assert (tile.image2[:, 0] == 0).all()  # off the second date's raster
+
+
+def test_load_tile_adds_a_synthetic_second_date_when_asked(tmp_path):
+    paths = write_scene(tmp_path)
+    cfg = GenConfig(image=str(paths["image"]), labels=str(paths["labels"]), tile_size=128, seed=5)
+    a = load_tile(cfg, plan_tiles(cfg)[0])
+    b = load_tile(cfg, plan_tiles(cfg)[0])
+    assert a.image2 is not None and a.source.endswith("+synthetic-change")
+    np.testing.assert_array_equal(a.change, a.labels != a.labels2)
+    np.testing.assert_array_equal(a.image2, b.image2)  # same seed and tile -> same edits
+    assert synthesize_second_date(a, np.random.default_rng(0)) is a  # already two dates: no-op
+    for off in (GenConfig(image=str(paths["image"]), labels=str(paths["labels"]), tile_size=128,
+                          synthetic_change=False),
+                GenConfig(image=str(paths["image"]), labels=str(paths["labels"]), tile_size=128,
+                          tasks=("caption",))):  # fmt: skip
+        t = load_tile(off, plan_tiles(off)[0])
+        assert t.image2 is None and t.change is None
