@@ -91,19 +91,24 @@ class ImageReader:
         """Raw bands ``{role: [H, W] float32}`` on ``dst`` and a validity mask [H, W] (not all bands nodata)."""
         raw: dict[str, np.ndarray] = {}
         invalid = np.ones((dst.height, dst.width), dtype=bool)
+        # One read per dataset for all the roles it holds (a 4-band file is read once, not four times).
+        groups: dict[int, list[str]] = {}
         for role in roles:
-            if role not in self._src:
-                continue
-            ds, b = self._src[role]
+            if role in self._src:
+                groups.setdefault(id(self._src[role][0]), []).append(role)
+        for group in groups.values():
+            ds = self._src[group[0]][0]
             fill = ds.nodata if ds.nodata is not None else 0
             same = ds.width == scene_grid.width and ds.height == scene_grid.height
             resampling = Resampling.nearest if same else Resampling.bilinear
-            band = read_onto(ds, [b], dst, scene_grid, resampling=resampling, fill=fill)[0]
-            raw[role] = band.astype(np.float32)
-            bad = band == fill if ds.nodata is not None or not same else np.zeros(band.shape, bool)
-            if band.dtype.kind == "f":
-                bad |= ~np.isfinite(band)
-            invalid &= bad
+            bands = [self._src[r][1] for r in group]
+            arr = read_onto(ds, bands, dst, scene_grid, resampling=resampling, fill=fill)  # [C, H, W]
+            for role, band in zip(group, arr):
+                raw[role] = band.astype(np.float32)
+                bad = band == fill if ds.nodata is not None or not same else np.zeros(band.shape, bool)
+                if band.dtype.kind == "f":
+                    bad |= ~np.isfinite(band)
+                invalid &= bad
         return raw, ~invalid
 
     def rgb(self, raw: dict[str, np.ndarray]) -> np.ndarray:

@@ -150,6 +150,9 @@ def read_onto(
         offset = _same_grid_offset(src, dst)
     if offset is not None:
         win = Window(offset[0], offset[1], dst.width, dst.height)
+        inside = offset[0] >= 0 and offset[1] >= 0 and offset[0] + dst.width <= ds.width
+        if inside and offset[1] + dst.height <= ds.height:  # boundless reads go through a slow VRT
+            return ds.read(bands, window=win, out_dtype=dtype).reshape(out_shape)
         return ds.read(bands, window=win, boundless=True, fill_value=fill, out_dtype=dtype).reshape(out_shape)
 
     # Different CRS or resolution: read the source window that covers dst (plus a margin), then reproject.
@@ -172,18 +175,18 @@ def read_onto(
         return out
     arr = ds.read(bands, window=win, out_dtype=dtype)
     src_nodata = ds.nodata if ds.nodata is not None else None
-    for i in range(len(bands)):
-        reproject(
-            arr[i],
-            out[i],
-            src_transform=ds.window_transform(win),
-            src_crs=src.crs,
-            src_nodata=src_nodata,
-            dst_transform=dst.transform,
-            dst_crs=dst.crs,
-            dst_nodata=fill,
-            resampling=resampling,
-        )
+    # All bands in one call: GDAL sets the warp up once.
+    reproject(
+        arr,
+        out,
+        src_transform=ds.window_transform(win),
+        src_crs=src.crs,
+        src_nodata=src_nodata,
+        dst_transform=dst.transform,
+        dst_crs=dst.crs,
+        dst_nodata=fill,
+        resampling=resampling,
+    )
     return out
 
 
