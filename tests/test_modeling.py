@@ -360,3 +360,16 @@ def test_config_rejects_bad_values():
         RSVLMConfig(image_size=100)
     with pytest.raises(ValueError, match="not a torch dtype"):
         RSVLMConfig(llm_dtype="float33")
+
+
+def test_bfloat16_llm_with_float32_heads(tiny_llm_dir, tiny_vit_dir, single_thread):
+    model = RSVLMForConditionalGeneration(RSVLMConfig.tiny(tiny_llm_dir, tiny_vit_dir, llm_dtype="bfloat16"))
+    assert model.causal_lm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert model.projector.mlp[0].weight.dtype == torch.float32
+    batch = seg_and_text_batch(model)
+    out = model(**batch)
+    assert out.logits.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.new_token_embed.grad is not None and model.seg_projector[0].weight.grad is not None
+    prompt = model.get_processor().prompt_for_generation(SEG_CONV[:1], [square_image(0)[0]])
+    assert model.generate(**prompt, max_new_tokens=3).sequences.shape[1] >= 1
