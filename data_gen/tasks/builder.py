@@ -18,6 +18,7 @@ the ``ref_masks`` column) so ``masks`` stays exactly in ``[SEG]`` order.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -63,12 +64,12 @@ def eval_where(
     rasters: dict[str, np.ndarray], where: Where, shape: tuple[int, int], window=None
 ) -> np.ndarray:
     """The boolean mask a ``where`` conjunction selects (optionally cut to a window r0, r1, c0, c1)."""
-    mask = np.ones(shape, dtype=bool)
+    r0, r1, c0, c1 = window if window is not None else (0, shape[0], 0, shape[1])
+    mask = np.ones((r1 - r0, c1 - c0), dtype=bool)
     for term in where:
-        mask &= np.isin(rasters[term["raster"]], term["values"])
-    if window is not None:
-        r0, r1, c0, c1 = window
-        mask = mask[r0:r1, c0:c1]
+        raster = rasters[term["raster"]][r0:r1, c0:c1]  # crop first: windows are a ninth of the tile
+        values = term["values"]
+        mask &= raster == values[0] if len(values) == 1 else np.isin(raster, values)
     return mask
 
 
@@ -83,6 +84,7 @@ class SampleBuilder:
         self.facts: list[dict[str, Any]] = []
         self.types: list[str] = []
         self._rasters: dict[str, np.ndarray] | None = None
+        self._counts: dict[tuple, int] = {}
 
     # -------------------------------------------------------------------------------------------- turns
     def user(self, text: str, qtype: str) -> None:
@@ -147,10 +149,17 @@ class SampleBuilder:
         return quote
 
     # -------------------------------------------------------------------------------------------- numbers
+    def pixel_count(self, where: Where, window=None) -> int:
+        """Pixels selected by ``where`` (in ``window``), memoised: captions reuse the same totals many times."""
+        key = (json.dumps(where), tuple(window) if window is not None else None)
+        if key not in self._counts:
+            shape = (self.tile.height, self.tile.width)
+            self._counts[key] = int(eval_where(self.rasters, where, shape, window).sum())
+        return self._counts[key]
+
     def share(self, where: Where, total_where: Where, window=None) -> str:
-        shape = (self.tile.height, self.tile.width)
-        pixels = int(eval_where(self.rasters, where, shape, window).sum())
-        total = int(eval_where(self.rasters, total_where, shape, window).sum())
+        pixels = self.pixel_count(where, window)
+        total = self.pixel_count(total_where, window)
         quote = regions.share_quote(pixels, total)
         self.facts.append(
             {
@@ -167,7 +176,7 @@ class SampleBuilder:
         return quote
 
     def area(self, where: Where) -> str:
-        pixels = int(self.where_mask(where).sum())
+        pixels = self.pixel_count(where)
         quote = regions.area_quote(pixels, self.tile.gsd)
         self.facts.append(
             {

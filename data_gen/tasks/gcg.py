@@ -42,8 +42,8 @@ def gcg_samples(tile: Tile, rng: random.Random) -> list[Sample]:
         for cover in [c for c in a.cover if c.pixels >= MIN_SHARE * a.total][:MAX_PHRASES]:
             info = cover.info
             mask = a.class_mask(info.value)
-            n_obj = len(a.components(info.value))
-            if info.thing and n_obj > 1:
+            n_obj = len(a.components(info.value)) if info.thing else 1
+            if n_obj > 1:
                 phrase = f"{'a few' if n_obj < 5 else 'many'} {phrasing.plural(info.name)}"
             else:
                 phrase = info.name

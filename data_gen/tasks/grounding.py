@@ -22,31 +22,46 @@ _RANKS = ("largest", "second largest", "third largest", "fourth largest", "fifth
 
 def grounding_samples(tile: Tile, rng: random.Random) -> list[Sample]:
     a = regions.analyse(tile)
-    groups = _groups(a)
-    if not groups:
+    groups = _Groups(a)
+    if not groups.keys:
         return []
     out = []
     for index in range(2):
-        key = rng.choice(sorted(groups))
+        key = groups.pick(rng)
+        if key is None:
+            return out
         out.append(_refer(tile, rng, a, groups[key], index))
-    key = rng.choice(sorted(groups))
-    out.append(_all(tile, rng, a, key, groups[key], 2))
+    key = groups.pick(rng)
+    if key is not None:
+        out.append(_all(tile, rng, a, key, groups[key], 2))
     return out
 
 
-def _groups(a: regions.Analysis) -> dict[tuple[str, int | None], list[regions.Component]]:
-    """Referable objects by (label, class value or None for instances)."""
-    groups: dict[tuple[str, int | None], list[regions.Component]] = {}
-    for label, comps in a.instances.items():
-        groups[(label, None)] = comps
-    big = max(a.min_pixels, int(0.01 * a.height * a.width))
-    for cover in a.cover:
-        comps = a.components(cover.info.value)
-        if not cover.info.thing:
-            comps = [c for c in comps if c.pixels >= big]
-        if comps and (cover.info.name, None) not in groups:
-            groups[(cover.info.name, cover.info.value)] = comps
-    return groups
+class _Groups:
+    """Referable objects by (label, class value or None for instances), labelled only when a group is picked."""
+
+    def __init__(self, a: regions.Analysis) -> None:
+        self.a = a
+        self.keys: list[tuple[str, int | None]] = [(label, None) for label in sorted(a.instances)]
+        self.keys += [(c.info.name, c.info.value) for c in a.cover if c.pixels >= a.min_pixels]
+        self.big = max(a.min_pixels, int(0.01 * a.height * a.width))
+
+    def __getitem__(self, key: tuple[str, int | None]) -> list[regions.Component]:
+        label, value = key
+        if value is None:
+            return self.a.instances[label]
+        comps = self.a.components(value)
+        return (
+            comps if self.a.tile.taxonomy.classes[value].thing else [c for c in comps if c.pixels >= self.big]
+        )  # type: ignore[union-attr]
+
+    def pick(self, rng: random.Random) -> tuple[str, int | None] | None:
+        while self.keys:
+            key = rng.choice(self.keys)
+            if self[key]:
+                return key
+            self.keys.remove(key)
+        return None
 
 
 def _noun(a: regions.Analysis, label: str, value: int | None) -> tuple[str, str]:

@@ -138,11 +138,15 @@ def grid_box(mask: np.ndarray) -> Box:
 
 
 def _corner_points(mask: np.ndarray) -> np.ndarray:
-    """Pixel-corner coordinates [N, 2] (x, y) of the mask's boundary pixels (enough for the convex hull)."""
-    edge = mask & ~ndimage.binary_erosion(mask)
-    ys, xs = np.nonzero(edge)
-    corners = [(xs, ys), (xs + 1, ys), (xs, ys + 1), (xs + 1, ys + 1)]
-    return np.concatenate([np.stack(c, axis=1) for c in corners]).astype(float)
+    """Pixel-corner coordinates [N, 2] (x, y) whose convex hull is the hull of the mask's pixel squares: the
+    outer corners of the first and last pixel of every row (at most 4 points per row)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    sub = mask[rows]
+    first = np.argmax(sub, axis=1)
+    last = sub.shape[1] - 1 - np.argmax(sub[:, ::-1], axis=1)
+    ys = rows.astype(float)
+    xs0, xs1 = first.astype(float), last.astype(float) + 1
+    return np.concatenate([np.stack(p, axis=1) for p in ((xs0, ys), (xs0, ys + 1), (xs1, ys), (xs1, ys + 1))])
 
 
 def grid_obb(mask: np.ndarray) -> OrientedBox:
@@ -234,14 +238,25 @@ def is_north_up(tile: Tile) -> bool:
 
 @dataclass
 class Component:
-    """One object: a connected component of a class, or a source instance (OSM, vectors)."""
+    """One object: a connected component of a class, or a source instance (OSM, vectors).
+
+    A component's mask is built from the label image only when a task asks for it (most are only ranked)."""
 
     label: str
     value: int | None
     pixels: int
-    mask: np.ndarray  # [H, W] bool
+    _mask: np.ndarray | None = None  # [H, W] bool
     name: str | None = None
     attributes: dict = field(default_factory=dict)
+    _lab: np.ndarray | None = None
+    _id: int = 0
+
+    @property
+    def mask(self) -> np.ndarray:
+        if self._mask is None:
+            assert self._lab is not None
+            self._mask = self._lab == self._id
+        return self._mask
 
     @cached_property
     def centre(self) -> tuple[float, float]:
@@ -269,8 +284,13 @@ class Analysis:
         self._components: dict[int, list[Component]] = {}
         tax = tile.taxonomy
         if tile.labels is not None and tax is not None:
-            values, counts = np.unique(tile.labels, return_counts=True)
-            present = dict(zip(values.tolist(), counts.tolist()))
+            labels = np.asarray(tile.labels)
+            if labels.dtype.kind in "ui" and labels.size and 0 <= labels.min() and labels.max() < 65536:
+                counts = np.bincount(labels.ravel())  # much faster than np.unique's sort
+                present = {v: int(n) for v, n in enumerate(counts.tolist()) if n}
+            else:
+                values, counts = np.unique(labels, return_counts=True)
+                present = dict(zip(values.tolist(), counts.tolist()))
             self.valid_values = sorted(v for v in tax.classes if v not in tax.ignore_values)
             for v, n in present.items():
                 if v not in tax.classes and v not in tax.ignore_values:
@@ -301,7 +321,7 @@ class Analysis:
             info = self.tile.taxonomy.classes[value]  # type: ignore[union-attr]
             lab, ids, counts = components(self.class_mask(value), self.min_pixels)
             self._components[value] = [
-                Component(info.name, value, n, lab == i) for i, n in zip(ids[:64], counts[:64])
+                Component(info.name, value, n, _lab=lab, _id=i) for i, n in zip(ids[:64], counts[:64])
             ]
         return self._components[value]
 
