@@ -37,6 +37,8 @@ from rsvlm.grounding import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
+# Pixels past which a scene without internal overviews is refused rather than scanned for an overview.
+OVERVIEW_SCAN_LIMIT = 400_000_000
 
 
 @dataclass
@@ -125,28 +127,24 @@ class Assistant:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default", **kwargs: Any) -> Assistant:
         """``"default"``: the embedded model (trained adapter in ``rsvlm/default/``); else a checkpoint folder."""
+        from rsvlm.configuration_rsvlm import RSVLMConfig
         from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
-        from rsvlm.processing_rsvlm import RSVLMProcessor
 
         warnings: list[str] = []
         if str(name_or_path) == "default":
             if (DEFAULT_CHECKPOINT / "config.json").is_file():
                 model = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT)
-                processor = RSVLMProcessor.from_pretrained(DEFAULT_CHECKPOINT)
             else:
-                from rsvlm.configuration_rsvlm import RSVLMConfig
-
                 note = "the embedded default has no trained adapter yet: answers come from untrained adapters"
                 logger.warning(note)
                 warnings.append(note)
                 model = RSVLMForConditionalGeneration(RSVLMConfig())
-                processor = RSVLMProcessor.from_model(model)
         else:
             path = Path(name_or_path).expanduser()
             if not (path / "config.json").is_file():
                 raise ValueError(f"{path} is not an rsvlm checkpoint (no config.json there)")
             model = RSVLMForConditionalGeneration.from_pretrained(path)
-            processor = RSVLMProcessor.from_pretrained(path)
+        processor = model.get_processor()
         model.eval()
         assistant = cls(model, processor, **kwargs)
         assistant.warnings = warnings
@@ -219,6 +217,12 @@ class Session:
         info = geo.inspect_raster(image)
         limit = 2 * self.assistant.image_size
         if max(info.width, info.height) > limit:
+            if not info.overviews and info.pixels > OVERVIEW_SCAN_LIMIT:
+                # An overview of a raster without internal overviews scans every block (minutes past this size).
+                raise geo.RasterError(
+                    f"{Path(image).name} is {info.width} x {info.height} pixels with no internal overviews, too large "
+                    f"to search whole; build overviews first (rio overview --build 2^1..8 {Path(image).name})"
+                )
             # A large scene: keep only an overview in memory; windows are read on demand.
             return geo.read_image(image, bands=bands, overview_size=self.assistant.image_size)
         return geo.read_image(image, bands=bands)
