@@ -120,3 +120,24 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys) -> None:
     assert main(["--tasks", "captions", "--image", "x.tif"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("rsvlm gen: error:") for line in err)
+
+
+def test_gen_and_validate_a_real_loveda_scene_through_the_cli(tmp_path, capsys) -> None:
+    from tests.data_gen.task_fixtures import LOVEDA
+
+    if not (LOVEDA / "img/1.png").exists():
+        pytest.skip("../shared/data LoveDA sample not available")
+    out = tmp_path / "loveda"
+    argv = [
+        "--image",
+        str(LOVEDA / "img/1.png"),
+        "--labels",
+        str(LOVEDA / "ann/1.png"),
+        "--taxonomy",
+        "loveda",
+    ]
+    assert main(["gen", *argv, "--tile-size", "512", "--max-tiles", "2", "--out", str(out)]) == 0
+    assert main(["validate", str(out)]) == 0
+    assert "0 samples failed" in capsys.readouterr().out
+    rows = [r for f in (out / "data").glob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert {r["task"] for r in rows} >= {"caption", "vqa", "grounding", "gcg"}
