@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 EXIT_USAGE = 2
@@ -171,12 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party() -> None:
+    """Keep stderr for our own one-line messages: no weight-loading bars, no CPU-kernel notes from bitsandbytes."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")  # library warnings that matter reach the user in the answer's warnings
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:
+        _quiet_third_party()
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
