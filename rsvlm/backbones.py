@@ -230,7 +230,14 @@ def load_vision_model(name_or_path: str | os.PathLike = DEFAULT_VISION) -> nn.Mo
     ``rsvlm.vision`` wraps what this returns into the uniform feature-map interface.
     """
     if str(name_or_path) == "geoembed-v3":
-        raise NotImplementedError
+        from rsvlm.geoembed import GeoEmbedResNet
+
+        weights = package_dir("geoembed-v3") / "weights" / "v3.npz"
+        if not weights.is_file():
+            raise BackboneError(f"{weights} is missing: reinstall with `{PACKAGES['geoembed-v3'][1]}`")
+        model = GeoEmbedResNet().load_npz(weights)
+        model.requires_grad_(False)
+        return model.eval()
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(_local_folder(name_or_path), local_files_only=True)
@@ -248,5 +255,50 @@ def load_sam(path: str | os.PathLike) -> nn.Module:
 
 
 def load_text_encoder(name_or_path: str | os.PathLike = DEFAULT_TEXT_ENCODER):
-    """Return ``(model, tokenizer)`` of a sentence encoder (MiniLM by default), for matching class names."""
-    raise NotImplementedError
+    """Return ``(model, tokenizer)`` of a sentence encoder (MiniLM by default), for matching class names.
+
+    The packaged MiniLM is a sentence-transformers folder; its transformer part is a plain ``BertModel`` at the
+    folder root, so ``AutoModel`` loads it and :func:`encode_texts` redoes the pooling (mean + L2 norm).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    if str(name_or_path) == "minilm-l6-v2":
+        folder = package_dir("minilm-l6-v2") / "model"
+        if not (folder / "model.safetensors").is_file():
+            raise BackboneError(f"{folder} holds no weights: reinstall with `{PACKAGES['minilm-l6-v2'][1]}`")
+    else:
+        folder = _local_folder(name_or_path)
+    model = AutoModel.from_pretrained(folder, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model.requires_grad_(False)
+    return model.eval(), tokenizer
+
+
+@torch.no_grad()
+def encode_texts(
+    texts: list[str], model: nn.Module, tokenizer, *, batch_size: int = 64, max_length: int = 256
+) -> torch.Tensor:
+    """Sentence embeddings ``[N, hidden]`` (``[N, 384]`` for MiniLM), as sentence-transformers computes them.
+
+    Mean of the last hidden states over real (unpadded) tokens, then L2 normalisation, so a dot product is a
+    cosine similarity. ``max_length`` 256 is the ``max_seq_length`` all-MiniLM-L6-v2 was trained with.
+    """
+    if isinstance(texts, str):
+        raise ValueError("encode_texts expects a list of strings, got a single string")
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        hidden = model(**batch).last_hidden_state  # [B, T, D]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # [B, D]
+        out.append(torch.nn.functional.normalize(mean, dim=-1))
+    if not out:
+        return torch.zeros(0, model.config.hidden_size, device=device)
+    return torch.cat(out)  # [N, D]
