@@ -158,3 +158,16 @@ def tiny_model(tiny_config, single_thread):
 
     torch.manual_seed(0)
     return RSVLMForConditionalGeneration(tiny_config)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_llm_dir, tiny_vit_dir) -> Path:
+    """A saved tiny rsvlm checkpoint (128 px input) for the Assistant and the CLI."""
+    from rsvlm.configuration_rsvlm import RSVLMConfig
+    from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = RSVLMConfig.tiny(text_model=str(tiny_llm_dir), vision_model=str(tiny_vit_dir), image_size=128)
+    path = tmp_path_factory.mktemp("tiny_checkpoint")
+    RSVLMForConditionalGeneration(config).save_pretrained(path)
+    return path

@@ -21,18 +21,6 @@ NAIP_2020 = DATA / "naip_2020_256.tif"
 NAIP_2009 = DATA / "naip_2009_256.tif"
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, tiny_llm_dir, tiny_vit_dir) -> Path:
-    from rsvlm.configuration_rsvlm import RSVLMConfig
-    from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
-
-    torch.manual_seed(0)
-    config = RSVLMConfig.tiny(text_model=str(tiny_llm_dir), vision_model=str(tiny_vit_dir), image_size=128)
-    path = tmp_path_factory.mktemp("tiny_checkpoint")
-    RSVLMForConditionalGeneration(config).save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def assistant(tiny_checkpoint) -> Assistant:
     return Assistant.from_pretrained(tiny_checkpoint, max_tiles=4)

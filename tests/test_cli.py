@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from rsvlm.cli import main
 
@@ -18,15 +17,8 @@ NAIP_2020 = Path(__file__).parent / "data" / "naip_2020_256.tif"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_llm_dir, tiny_vit_dir) -> str:
-    from rsvlm.configuration_rsvlm import RSVLMConfig
-    from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
-
-    torch.manual_seed(0)
-    config = RSVLMConfig.tiny(text_model=str(tiny_llm_dir), vision_model=str(tiny_vit_dir), image_size=128)
-    path = tmp_path_factory.mktemp("cli_checkpoint")
-    RSVLMForConditionalGeneration(config).save_pretrained(path)
-    return str(path)
+def checkpoint(tiny_checkpoint) -> str:
+    return str(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
