@@ -37,6 +37,8 @@ _READERS: dict[tuple[int, tuple[str, ...]], ImageReader] = {}
 _DATASETS: dict[tuple[int, str], object] = {}
 _PROJECTED: dict[tuple[str, str, int], tuple] = {}
 _WARNED: set[tuple[str, str]] = set()
+# Vector properties that are text about the whole image (GeoPixelD captions): kept only on a whole-image tile.
+IMAGE_TEXT = ("gcg_caption", "gcg_question", "caption_id")
 
 
 def _reader(files: tuple[str, ...], extra: dict) -> ImageReader:
@@ -110,6 +112,8 @@ def _instances_vectors(cfg: GenConfig, grid: Grid, scene: Scene, col: int, row: 
     layer = read_vectors(cfg.vectors)
     import shapely
 
+    whole = (col, row, grid.width, grid.height) == (0, 0, scene.grid.width, scene.grid.height)
+
     if layer.pixel:
         stem = Path(scene.image[0]).stem if scene.image else ""
         feats = [f for f in layer.features if not f.image or Path(f.image).stem == stem]
@@ -146,6 +150,11 @@ def _instances_vectors(cfg: GenConfig, grid: Grid, scene: Scene, col: int, row: 
             label = f.label or cfg.vector_label
         attrs = {k: v for k, v in f.props.items() if isinstance(v, (str, int, float, bool)) or v is None}
         attrs["source"] = "vectors"
+        if not whole:
+            for (
+                key
+            ) in IMAGE_TEXT:  # written about the whole image: its positions and phrases may not hold here
+                attrs.pop(key, None)
         inst = Instance(mask=mask, label=label, name=f.props.get("name") or None, attributes=attrs)
         out.append((mask, inst, label))
     return out

@@ -1,5 +1,6 @@
-"""Vector labels -> features: GeoJSON (json + shapely), shapefiles (pyshp), and pixel-box formats (Pascal VOC
-xml, DeepForest CSV, xBD JSON with pixel WKT). Also the one rasteriser every vector source uses."""
+"""Vector labels -> features: GeoJSON (json + shapely), shapefiles (pyshp), and pixel formats (Pascal VOC
+xml, DeepForest CSV, xBD JSON with pixel WKT, GeoPixelD polygons with their grounded caption, one file, an index
+or a folder of per-image files; see ``geopixeld.py``). Also the one rasteriser every vector source uses."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rasterio.crs import CRS
 from rasterio.features import rasterize
 from scipy import ndimage
 
+from . import geopixeld
 from .errors import SourceError
 from .raster import Grid
 
@@ -45,16 +47,18 @@ class VectorLayer:
 def read_vectors(path: str) -> VectorLayer:
     """Parsed once per process and file version (the cache key includes the modification time)."""
     p = Path(path)
-    return _read_vectors_cached(str(p), p.stat().st_mtime if p.is_file() else 0.0)
+    return _read_vectors_cached(str(p), p.stat().st_mtime if p.exists() else 0.0)
 
 
 @lru_cache(maxsize=8)
 def _read_vectors_cached(path: str, mtime: float) -> VectorLayer:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise SourceError(f"vector file {path} does not exist")
     suffix = p.suffix.lower()
     try:
+        if p.is_dir():
+            return _read_geopixeld_folder(p)
         if suffix in (".geojson", ".json"):
             return _read_json(p)
         if suffix == ".shp":
@@ -68,7 +72,8 @@ def _read_vectors_cached(path: str, mtime: float) -> VectorLayer:
             raise
         raise SourceError(f"cannot read vector file {path}: {type(e).__name__}: {e}") from None
     raise SourceError(
-        f"vector file {path}: unsupported format {suffix!r} (GeoJSON, .shp, VOC .xml, box .csv)"
+        f"vector file {path}: unsupported format {suffix!r} (GeoJSON, .shp, VOC .xml, box .csv, "
+        "GeoPixelD .json or a folder of them)"
     )
 
 
@@ -82,8 +87,36 @@ def _geojson_crs(obj: dict) -> CRS:
         raise SourceError(f"unknown CRS {name!r}") from None
 
 
+def _geopixeld_layer(p: Path, feats: list[dict]) -> VectorLayer:
+    out = [VectorFeature(f["geom"], f["props"], label=f["label"], image=f["image"]) for f in feats]
+    return VectorLayer(str(p), out, None, pixel=True, meta={"format": "geopixeld"})
+
+
+def _read_geopixeld_folder(p: Path) -> VectorLayer:
+    """A folder of per-image GeoPixelD JSON files (the layout of GeoPixelD's ``train/``)."""
+    files = sorted(f for f in p.glob("*.json") if f.is_file())
+    if not files:
+        raise SourceError(
+            f"vector folder {p} holds no .json files (a folder is read as GeoPixelD annotations)"
+        )
+    feats: list[dict] = []
+    for f in files:
+        try:
+            obj = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise SourceError(f"cannot read {f}: {e}") from None
+        if geopixeld.is_geopixeld_index(obj):
+            continue  # an index next to its per-image files would read them twice
+        feats += geopixeld.read_geopixeld_file(f, obj)
+    if not feats:
+        raise SourceError(f"vector folder {p}: no per-image GeoPixelD annotation among its .json files")
+    return _geopixeld_layer(p, feats)
+
+
 def _read_json(p: Path) -> VectorLayer:
     obj = json.loads(p.read_text())
+    if geopixeld.is_geopixeld(obj) or geopixeld.is_geopixeld_index(obj):
+        return _geopixeld_layer(p, geopixeld.read_geopixeld(p, obj))
     feats = obj.get("features") if isinstance(obj, dict) else None
     if isinstance(feats, dict) and "xy" in feats:  # xBD: pixel WKT polygons of one image
         img = (obj.get("metadata") or {}).get("img_name")

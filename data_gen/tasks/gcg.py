@@ -2,16 +2,25 @@
 
 Classes covering at least 2 % of the tile are described in order of cover; each phrase's mask is the class mask
 (``exact`` so ``validate`` can re-derive it from the labels), followed by its share and where it lies. Named
-instances (OSM) are added as their own phrases with their instance masks.
+instances (OSM) are added as their own phrases with their instance masks; on a tile with instances but no label
+raster (GeoPixelD polygons, footprints), each instance class is one phrase with its count and union mask.
+
+A human-written caption that came with the instances (GeoPixelD's ``gcg_description``, attached by the source
+only when the tile is the whole annotated image) is emitted as a second sample: its ``<p> phrase </p> [SEG]``
+marks are rewritten onto our protocol (``<p>tennis court</p> [SEG]``) with the instance masks in ``[SEG]`` order.
 """
 
 from __future__ import annotations
 
 import random
+import re
 
+import numpy as np
+
+from data_gen.sources.geopixeld import PHRASE, phrase_label
 from data_gen.tasks import phrasing, regions
 from data_gen.tasks.builder import SampleBuilder, cls_where, valid_where
-from data_gen.tile import Sample, Tile
+from data_gen.tile import Instance, Sample, Tile
 
 MIN_SHARE = 0.02
 MAX_PHRASES = 5
@@ -31,8 +40,14 @@ _PIECE = (
 
 
 def gcg_samples(tile: Tile, rng: random.Random) -> list[Sample]:
+    out = _templated(tile, rng)
+    out += _human_captions(tile, rng, len(out))
+    return out
+
+
+def _templated(tile: Tile, rng: random.Random) -> list[Sample]:
     a = regions.analyse(tile)
-    if not a.has_labels and not any(c.name for cs in a.instances.values() for c in cs):
+    if not a.has_labels and not a.instances:
         return []
     b = SampleBuilder(tile, "gcg", 0)
     b.user(phrasing.pick(rng, "gcg"), "gcg")
@@ -54,7 +69,50 @@ def gcg_samples(tile: Tile, rng: random.Random) -> list[Sample]:
     for comp in [c for cs in a.instances.values() for c in cs if c.name][:3]:
         seg = b.seg(f"the {comp.label} {comp.name}", comp.mask)
         pieces.append(f"{seg} {regions.CELL_PHRASE[regions.position_name(comp.mask)]}")
+    if not a.has_labels:
+        # Instance classes (largest total first), one phrase each: "4 tennis courts [SEG] on the right".
+        groups = sorted(a.instances.items(), key=lambda kv: (-sum(c.pixels for c in kv[1]), kv[0]))
+        for label, comps in groups[:MAX_PHRASES]:
+            n, quote = b.count_instances([c.pixels for c in comps])
+            mask = np.logical_or.reduce([c.mask for c in comps])
+            phrase = f"a {label}" if n == 1 else f"{quote} {phrasing.plural(label)}"
+            where = phrasing.join_words([regions.CELL_PHRASE[c] for c in regions.cells_covering(mask)])
+            pieces.append(f"{b.seg(phrase, mask)} {where}")
     if not pieces:
         return []
     b.assistant(f"{rng.choice(_OPENERS)} {phrasing.join_words(pieces)}.")
     return [b.build()]
+
+
+def _human_captions(tile: Tile, rng: random.Random, start: int) -> list[Sample]:
+    """The source's own grounded captions, when every one of their phrases has its instance on this tile."""
+    by_caption: dict[str, dict[int, Instance]] = {}
+    for inst in tile.instances:
+        at = inst.attributes
+        if at.get("gcg_caption") and at.get("caption_id") is not None and inst.mask.any():
+            by_caption.setdefault(str(at["caption_id"]), {})[int(at["seg"])] = inst
+    out = []
+    for k, caption_id in enumerate(sorted(by_caption)):
+        insts = by_caption[caption_id]
+        first = next(iter(insts.values())).attributes
+        if sorted(insts) != list(range(int(first["segs"]))):
+            continue  # a phrase without its mask: the caption would ground nothing
+        b = SampleBuilder(tile, "gcg", start + k)
+        if first.get("gcg_question"):
+            b.user(str(first["gcg_question"]), "gcg_source")
+        else:
+            b.user(phrasing.pick(rng, "gcg"), "gcg")
+        text = _rewrite(str(first["gcg_caption"]), b, [insts[i].mask for i in sorted(insts)])
+        text = re.sub(r"\s+([,.;:!?])", r"\1", text)  # GeoPixelD writes "[SEG] , <p>"
+        b.assistant(text)
+        out.append(b.build(human_caption=True, caption_id=caption_id))
+    return out
+
+
+def _rewrite(caption: str, b: SampleBuilder, masks: list[np.ndarray]) -> str:
+    """``<p> tennis court-1 </p> [SEG]`` -> ``<p>tennis court</p> [SEG]``, recording the k-th mask for the k-th."""
+    pieces, end = [], 0
+    for m, mask in zip(PHRASE.finditer(caption), masks, strict=True):
+        pieces += [caption[end : m.start()], b.seg(phrase_label(m.group(1)), mask)]
+        end = m.end()
+    return "".join([*pieces, caption[end:]])
