@@ -157,3 +157,12 @@ def test_empty_question_and_missing_image_are_clear_errors(assistant):
         session.ask("Describe.")
     with pytest.raises(ValueError, match="two dates"):
         session.ask("Describe.", images=[NAIP_2020] * 3)
+
+
+def test_inference_precision_is_chosen_for_the_hardware_or_by_the_user(tiny_checkpoint):
+    exact = Assistant.from_pretrained(tiny_checkpoint, dtype="float32")
+    assert exact.dtype == torch.float32 and exact.model.causal_lm.dtype == torch.float32
+    auto = Assistant.from_pretrained(tiny_checkpoint)
+    assert auto.model.causal_lm.dtype == auto.dtype
+    answer = auto.session().ask("Describe.", images=[NAIP_2020], max_new_tokens=4)
+    assert isinstance(answer.text, str)
