@@ -73,9 +73,12 @@ def _templated(tile: Tile, rng: random.Random) -> list[Sample]:
         # Instance classes (largest total first), one phrase each: "4 tennis courts [SEG] on the right".
         groups = sorted(a.instances.items(), key=lambda kv: (-sum(c.pixels for c in kv[1]), kv[0]))
         for label, comps in groups[:MAX_PHRASES]:
-            n, quote = b.count_instances([c.pixels for c in comps])
+            if len(comps) == 1:
+                phrase = f"{'an' if label[:1].lower() in 'aeiou' else 'a'} {label}"
+            else:
+                _, quote = b.count_instances([c.pixels for c in comps])
+                phrase = f"{quote} {phrasing.plural(label)}"
             mask = np.logical_or.reduce([c.mask for c in comps])
-            phrase = f"a {label}" if n == 1 else f"{quote} {phrasing.plural(label)}"
             where = phrasing.join_words([regions.CELL_PHRASE[c] for c in regions.cells_covering(mask)])
             pieces.append(f"{b.seg(phrase, mask)} {where}")
     if not pieces:

@@ -189,6 +189,12 @@ def test_code_written_geopixeld_folder_masks_by_hand(tmp_path) -> None:
         "A <p>small pond</p> [SEG] lies left of the <p>storage tank</p> [SEG], near a road."
     )
     assert [int(m.sum()) for m in s.masks] == [100, 56]
+    templated = [x for x in run_tasks(tile, ["gcg"], 3) if not x.meta.get("human_caption")]
+    assert "<p>a small pond</p> [SEG]" in templated[0].conversations[-1]["content"]  # one: no count quoted
+    cfg.out = str(tmp_path / "ds")
+    build_dataset(cfg)
+    report = validate_dataset(cfg.out, show_progress=False)
+    assert report.ok, report.summary()
 
 
 def test_geopixeld_errors_are_one_line(tmp_path) -> None:
