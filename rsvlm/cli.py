@@ -14,6 +14,7 @@ and exit with code 2; nothing is written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -115,7 +116,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from demo.app import main as demo_main
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name != "demo.app":
+            raise
         print("rsvlm serve: the chat app is not built yet (demo/ lands with the demo issue)", file=sys.stderr)
         return EXIT_USAGE
     return demo_main(args.rest)
@@ -126,8 +129,10 @@ def _delegate(module: str, what: str):
 
     def run(args: argparse.Namespace) -> int:
         try:
-            target = __import__(module, fromlist=["main"])
-        except ImportError:
+            target = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:  # a dependency is missing: say which, do not pretend it is unbuilt
+                raise
             print(f"rsvlm {what}: not built yet", file=sys.stderr)
             return EXIT_USAGE
         return int(target.main(args.rest) or 0)
@@ -160,15 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(chat)
     chat.set_defaults(run=cmd_chat)
 
-    for name, module, help_text in [
-        ("serve", "demo.app", "start the Gradio chat"),
-        ("gen", "data_gen.cli", "generate instruction data from labels, OSM and vectors"),
-        ("train", "train.cli", "fine-tune on an instruction set"),
-        ("eval", "eval.cli", "score a model on the grounding benchmarks"),
-    ]:
-        p = sub.add_parser(name, help=help_text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=cmd_serve if name == "serve" else _delegate(module, name))
+    # These are parsed by their own packages (see main); listed here for `rsvlm --help`.
+    sub.add_parser("serve", help="start the Gradio chat", add_help=False)
+    sub.add_parser("gen", help="generate instruction data from labels, OSM and vectors", add_help=False)
+    sub.add_parser("train", help="fine-tune on an instruction set", add_help=False)
+    sub.add_parser("eval", help="score a model on the grounding benchmarks", add_help=False)
     return parser
 
 
@@ -182,9 +183,20 @@ def _quiet_third_party() -> None:
     hf_logging.disable_progress_bar()
 
 
+DELEGATED = {"gen": "data_gen.cli", "train": "train.cli", "eval": "eval.cli", "serve": "demo.app"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in DELEGATED:
+        # Hand the rest over untouched (argparse's REMAINDER would swallow or reject `--help` and flags).
+        args = argparse.Namespace(
+            command=argv[0], rest=argv[1:], verbose="-v" in argv[1:] or "--verbose" in argv[1:]
+        )
+        args.run = cmd_serve if argv[0] == "serve" else _delegate(DELEGATED[argv[0]], argv[0])
+    else:
+        args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -103,3 +103,10 @@ def test_mask_geotiff_without_masks_is_a_clear_error(checkpoint, tmp_path, capsy
 def test_subcommands_owned_by_later_issues_say_so(capsys):
     assert main(["train"]) == 2
     assert "not built yet" in capsys.readouterr().err
+
+
+def test_delegated_subcommands_get_their_own_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gen", "--help"])
+    assert exit_info.value.code == 0
+    assert "--tile-size" in capsys.readouterr().out
