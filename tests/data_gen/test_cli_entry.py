@@ -1,11 +1,6 @@
 """`rsvlm gen` through the console-script entry (``rsvlm.cli.main``): generate from a real LoveDA scene, validate
-(exit 0), corrupt the dataset (exit 1), bad input (exit 2 with one line on stderr).
-
-``rsvlm gen --image ...`` does not reach ``data_gen.cli`` yet: the top-level parser gives ``gen`` an
-``argparse.REMAINDER`` positional, which does not take arguments that start with ``--`` (CPython issue 61252),
-so ``rsvlm.cli.main`` exits 2 with "unrecognized arguments". The tests that need it are strict xfails (they turn
-into failures the day it is fixed, so the marker gets removed); the dataset fixture calls ``data_gen.cli.main``,
-which is what ``rsvlm gen`` dispatches to, with the same argv. ``rsvlm gen validate DIR`` works (a positional first).
+(exit 0), corrupt the dataset (exit 1), bad input (exit 2 with one line on stderr). Needs ``rsvlm.cli`` to pass
+``--options`` through to ``data_gen.cli`` (an ``argparse.REMAINDER`` positional alone does not, CPython 61252).
 """
 
 from __future__ import annotations
@@ -15,15 +10,11 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from data_gen import cli as gen_cli
 from data_gen.tasks import regions
 from rsvlm.cli import main
 from tests.data_gen.source_fixtures import DATA
 
 LOVEDA = DATA / "landcover_seg/loveda"
-REMAINDER_BUG = pytest.mark.xfail(
-    strict=True, reason="rsvlm.cli: REMAINDER does not pass --options through to `rsvlm gen` (CPython 61252)"
-)
 
 
 def gen_argv(out) -> list[str]:
@@ -36,16 +27,8 @@ def generated(tmp_path_factory):
     if not (LOVEDA / "img/1.png").exists():
         pytest.skip("LoveDA sample not available")
     out = tmp_path_factory.mktemp("gen") / "ds"
-    assert gen_cli.main(gen_argv(out)) == 0
+    assert main(gen_argv(out)) == 0
     return out
-
-
-@REMAINDER_BUG
-def test_gen_through_the_console_script(tmp_path) -> None:
-    if not (LOVEDA / "img/1.png").exists():
-        pytest.skip("LoveDA sample not available")
-    assert main(gen_argv(tmp_path / "ds")) == 0
-    assert main(["gen", "validate", str(tmp_path / "ds")]) == 0
 
 
 def test_gen_then_validate_passes(generated, capsys) -> None:
@@ -108,7 +91,6 @@ def test_validate_of_a_missing_folder_is_one_line_exit_2(tmp_path, capsys) -> No
     assert "absent" in err and "\n" not in err
 
 
-@REMAINDER_BUG
 def test_bad_input_through_the_console_script_is_one_line_exit_2(tmp_path, capsys) -> None:
     assert main(["gen", "--image", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
