@@ -106,7 +106,5 @@ def test_subcommands_owned_by_later_issues_say_so(capsys):
 
 
 def test_delegated_subcommands_get_their_own_flags(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["gen", "--help"])
-    assert exit_info.value.code == 0
+    assert main(["gen", "--help"]) == 0
     assert "--tile-size" in capsys.readouterr().out
