@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels2", help="second-date label raster(s)")
     p.add_argument("--change-mask", dest="change_mask", help="binary change mask(s)")
     p.add_argument("--osm", help="an .osm.pbf / .osm extract")
-    p.add_argument("--vectors", help="GeoJSON or shapefile labels")
+    p.add_argument(
+        "--vectors",
+        help="vector labels: GeoJSON, shapefile, VOC/DIOR .xml boxes, box .csv, xBD or GeoPixelD .json",
+    )
     p.add_argument("--taxonomy", help="a preset name or a taxonomy YAML")
     p.add_argument("--tasks", help=f"comma-separated families (default all: {','.join(ALL_TASKS)})")
     p.add_argument("--tile-size", dest="tile_size", type=int)

@@ -33,7 +33,7 @@ class GenConfig:
     osm: str | None = None
     """An ``.osm.pbf`` / ``.osm`` / ``.osm.bz2`` extract."""
     vectors: str | None = None
-    """GeoJSON or shapefile labels (footprints, tree boxes)."""
+    """Vector labels: GeoJSON, shapefile, VOC/DIOR .xml boxes, box .csv, xBD or GeoPixelD .json."""
     vector_label_field: str | None = None
     """Attribute holding each vector feature's class; else ``vector_label``."""
     vector_label: str = "building"

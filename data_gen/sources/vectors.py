@@ -160,14 +160,19 @@ def _read_voc(p: Path) -> VectorLayer:
     img = root.findtext("filename")
     out = []
     for o in root.iter("object"):
-        bb = o.find("bndbox")
-        if bb is None:
-            continue
-        x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
         name = (o.findtext("name") or "").strip()
-        out.append(
-            VectorFeature(shapely.box(x0, y0, x1, y1), {"name": name}, label=name.lower() or None, image=img)
-        )
+        bb, rb = o.find("bndbox"), o.find("robndbox")
+        if bb is not None:
+            x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            geom = shapely.box(x0, y0, x1, y1)
+        elif rb is not None:  # DIOR-R / DOTA-style oriented box: four corners in pixel coordinates
+            corners = ("left_top", "right_top", "right_bottom", "left_bottom")
+            geom = shapely.Polygon(
+                [(float(rb.findtext(f"x_{c}")), float(rb.findtext(f"y_{c}"))) for c in corners]
+            )
+        else:
+            continue
+        out.append(VectorFeature(geom, {"name": name}, label=name.lower() or None, image=img))
     return VectorLayer(str(p), out, None, pixel=True)
 
 

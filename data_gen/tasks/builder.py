@@ -237,7 +237,9 @@ class SampleBuilder:
         return Sample(id=self.id, task=self.task, conversations=self.turns, masks=self.masks, meta=out_meta)
 
     def _needs_rasters(self) -> bool:
-        return any(f.get("where") or f.get("total_where") for f in self.facts)
+        """Does validate re-read a raster for any fact (areas, counts, relations, comparisons, class lists)?"""
+        keys = ("where", "total_where", "raster", "a", "b", "more", "less")
+        return any(f.get(key) for f in self.facts for key in keys)
 
 
 def cls_where(value: int, raster: str = "labels") -> Where:

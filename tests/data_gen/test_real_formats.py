@@ -274,3 +274,32 @@ def test_every_question_type_a_dataset_uses_has_fifteen_phrasings() -> None:
             assert qtype in phrasing.TEMPLATES, f"question type {qtype!r} has no templates"
             n = len(set(phrasing.TEMPLATES[qtype]))
         assert n >= 15, (qtype, n)
+
+
+def test_dior_oriented_box_is_read_as_its_four_corners():
+    from data_gen.sources import read_vectors
+
+    xml = DATA / "grounding" / "dior" / "00001.xml"
+    if not xml.exists():
+        pytest.skip("../shared/data absent")
+    layer = read_vectors(xml)
+    assert [f.label for f in layer.features] == ["golffield"]
+    assert layer.features[0].geom.bounds == (133.0, 237.0, 684.0, 672.0)
+
+
+def test_yell_tree_boxes_give_a_dataset_that_validates(tmp_path):
+    image = DATA / "grounding" / "deepforest_extra" / "2019_YELL_2_541000_4977000_image_crop.png"
+    if not image.exists():
+        pytest.skip("../shared/data absent")
+    cfg = GenConfig(image=str(image), vectors=str(image.with_suffix(".xml")), tile_size=512, max_tiles=6)
+    for ref in plan_tiles(cfg)[:2]:
+        for sample in run_tasks(load_tile(cfg, ref), ["vqa"], 0):
+            checked = {
+                key for fact in sample.meta["facts"] for key in ("raster", "a", "more") if fact.get(key)
+            }
+            assert not checked or sample.meta["rasters"], (sample.task, sample.meta["facts"])
+    cfg.out = str(tmp_path / "ds")
+    build_dataset(cfg)
+    report = validate_dataset(cfg.out, show_progress=False)
+    # relations, comparisons and class lists are re-checked against the stored rasters too
+    assert report.ok, report.summary()
