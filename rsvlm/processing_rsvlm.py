@@ -226,11 +226,16 @@ class RSVLMProcessor:
     ) -> tuple[list[int], list[int]]:
         text = self.render(conversation)
         # Character spans of each assistant reply plus the end-of-turn marker after it: these are trained on.
+        # Each reply is searched from where the template's assistant header for it ends (the prefix rendered with
+        # a generation prompt), so a reply quoted earlier ("Answer Yes or No" -> "Yes") is not mistaken for it.
         spans: list[tuple[int, int]] = []
         cursor = 0
-        for message in conversation:
+        for index, message in enumerate(conversation):
             if message["role"] != "assistant":
                 continue
+            header = self.render(conversation[:index], add_generation_prompt=True) if index else ""
+            if text.startswith(header):
+                cursor = max(cursor, len(header))
             start = text.find(message["content"], cursor)
             if start < 0:
                 raise ProcessorInputError("could not locate an assistant reply in the rendered chat template")

@@ -180,3 +180,20 @@ def test_save_and_load_keep_token_ids(processor, tmp_path):
     )
     with pytest.raises(ProcessorInputError, match="processor_config.json"):
         RSVLMProcessor.from_pretrained(tmp_path / "nothing")
+
+
+def test_labels_sit_on_the_reply_even_when_its_text_occurs_earlier(processor):
+    # VQA data often quotes the answer in the question ("Answer Yes or No"); the label span must be the reply's.
+    conversation = [
+        {"role": "user", "content": "<image>\nAnswer Yes or No: is there water?"},
+        {"role": "assistant", "content": "Yes"},
+        {"role": "user", "content": "And a road? Yes or No."},
+        {"role": "assistant", "content": "No"},
+    ]
+    batch = processor([conversation], [[np.zeros((3, 64, 64), dtype=np.float32)]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    assert labelled_text(processor, batch["input_ids"][0], batch["labels"][0]) == "Yes<|im_end|>No<|im_end|>"
+    header = processor.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    starts = [i + len(header) for i in range(len(ids)) if ids[i : i + len(header)] == header]
+    first_labelled = [k for k in range(len(ids)) if labels[k] != -100 and (k == 0 or labels[k - 1] == -100)]
+    assert first_labelled == starts  # each labelled run begins right after an assistant header
