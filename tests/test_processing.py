@@ -197,3 +197,67 @@ def test_labels_sit_on_the_reply_even_when_its_text_occurs_earlier(processor):
     starts = [i + len(header) for i in range(len(ids)) if ids[i : i + len(header)] == header]
     first_labelled = [k for k in range(len(ids)) if labels[k] != -100 and (k == 0 or labels[k - 1] == -100)]
     assert first_labelled == starts  # each labelled run begins right after an assistant header
+
+
+@pytest.fixture(scope="module")
+def smollm2_processor() -> RSVLMProcessor:
+    """The processor on SmolLM2's real tokenizer and chat template (from the converted cache)."""
+    from transformers import AutoTokenizer
+
+    from rsvlm.backbones import BackboneError, _packaged_llm_folder
+
+    try:
+        folder = _packaged_llm_folder()
+    except BackboneError as err:
+        pytest.skip(f"packaged SmolLM2 unavailable: {err}")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return RSVLMProcessor(tokenizer, image_size=64, num_image_tokens=N)
+
+
+@pytest.mark.slow
+def test_real_smollm2_template_tokens_and_labels(smollm2_processor):
+    processor = smollm2_processor
+    tokenizer = processor.tokenizer
+    # <image> and [SEG] are single ids just past SmolLM2's 49152-row vocabulary
+    assert (
+        tokenizer("<image>", add_special_tokens=False)["input_ids"] == [processor.image_token_id] == [49152]
+    )
+    assert tokenizer("[SEG]", add_special_tokens=False)["input_ids"] == [processor.seg_token_id] == [49153]
+    ids = tokenizer("<p>x</p> [SEG]", add_special_tokens=False)["input_ids"]
+    assert ids.count(processor.seg_token_id) == 1 and processor.decode(ids) == "<p>x</p> [SEG]"
+
+    # SmolLM2's template inserts its own system prompt unless the conversation brings one
+    replies = ["Here: <p>roof</p> [SEG].", " Leading space, trailing newline\n", "Yes"]
+    conversation = [
+        {"role": "user", "content": "<image>\nSegment the roofs."},
+        {"role": "assistant", "content": replies[0]},
+        {"role": "user", "content": "More? Yes or no."},
+        {"role": "assistant", "content": replies[1]},
+        {"role": "user", "content": "Yes?"},
+        {"role": "assistant", "content": replies[2]},
+    ]
+    rendered = processor.render(conversation)
+    assert rendered.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    with_system = processor.render([{"role": "system", "content": "Aerial expert."}, *conversation])
+    assert with_system.startswith("<|im_start|>system\nAerial expert.<|im_end|>\n<|im_start|>user\n")
+    assert "SmolLM" not in with_system
+
+    batch = processor([conversation], [[np.zeros((3, 64, 64), dtype=np.float32)]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    runs, run = [], []
+    for token, label in zip(ids, labels):
+        if label != -100:
+            assert label == token
+            run.append(token)
+        elif run:
+            runs.append(run)
+            run = []
+    runs += [run] if run else []
+    assert [tokenizer.decode(r) for r in runs] == [reply + "<|im_end|>" for reply in replies]
+    assert ids.count(processor.image_token_id) == N
+
+    prompt = processor.prompt_for_generation(conversation[:1], [np.zeros((3, 64, 64), dtype=np.float32)])
+    text = tokenizer.decode(prompt["input_ids"][0])
+    assert text.endswith(
+        "<|im_start|>user\n" + "<image>" * N + "\nSegment the roofs.<|im_end|>\n<|im_start|>assistant\n"
+    )
