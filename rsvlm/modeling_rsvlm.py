@@ -435,7 +435,11 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
     # Generation
 
     def stop_token_ids(self) -> set[int]:
+        """End-of-reply ids: the tokenizer's eos, ``<|im_end|>`` and every eos the LLM's generation config lists
+        (instruct models such as Llama 3 or Qwen2.5 end turns on ids the tokenizer's eos alone misses)."""
         ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.causal_lm.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
         vocab = self.tokenizer.get_vocab()
         if END_OF_TURN in vocab:
             ids.add(vocab[END_OF_TURN])
@@ -471,13 +475,16 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         """Prefill once, then decode one token at a time on the LLM's KV cache (batch size 1).
 
         The hidden state of each generated ``[SEG]`` (taken when it is fed back) is collected and the mask decoder
-        runs once at the end. Stops at the tokenizer's eos / ``<|im_end|>``. ``streamer(text_piece)`` receives
-        the decoded text as it grows (``[SEG]`` kept, other special tokens dropped).
+        runs once at the end. Stops at a ``stop_token_ids()`` token or after ``max_new_tokens`` (a ``[SEG]`` at the
+        limit still gets its mask). ``streamer(text_piece)`` receives the decoded text as it grows (``[SEG]`` kept,
+        other special tokens dropped); the pieces always add up to ``processor.decode(sequences)``.
         """
         if input_ids.shape[0] != 1:
             raise RSVLMInputError(
                 f"generate takes one conversation at a time, got a batch of {input_ids.shape[0]}"
             )
+        if max_new_tokens < 1:
+            raise RSVLMInputError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
         start = time.perf_counter()
         device = self.new_token_embed.device
         input_ids = input_ids.to(device)
@@ -517,6 +524,10 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
                 self.compute_logits(hidden[0, -1]), do_sample, temperature, top_p, generator
             )
         decode_s = time.perf_counter() - loop_start
+        if processor is not None:  # bytes held back (a character cut by the end of the reply) go out now
+            text = processor.decode(generated)
+            if len(text) > len(streamed):
+                streamer(text[len(streamed) :])
 
         mask_start = time.perf_counter()
         states = torch.stack(seg_hidden) if seg_hidden else hidden.new_zeros(0, self.hidden_size)

@@ -253,7 +253,7 @@ def test_generate_returns_one_mask_per_generated_seg(tiny_model, monkeypatch):
     prompt = processor.prompt_for_generation(SEG_CONV[:1], [image])
     seg_id = tiny_model.config.seg_token_id
     stop = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    word = tiny_model.tokenizer.convert_tokens_to_ids("Here")
+    word = _word_id(tiny_model)
     script = iter([seg_id, word, seg_id, seg_id, stop])
     original = tiny_model.compute_logits
 
@@ -373,3 +373,66 @@ def test_bfloat16_llm_with_float32_heads(tiny_llm_dir, tiny_vit_dir, single_thre
     assert model.new_token_embed.grad is not None and model.seg_projector[0].weight.grad is not None
     prompt = model.get_processor().prompt_for_generation(SEG_CONV[:1], [square_image(0)[0]])
     assert model.generate(**prompt, max_new_tokens=3).sequences.shape[1] >= 1
+
+
+def _scripted_generate(model, monkeypatch, script, **kwargs):
+    """Run the real ``generate`` loop with the next token forced from ``script`` at every step."""
+    tokens = iter(script)
+    original = model.compute_logits
+
+    def scripted(hidden):
+        logits = original(hidden)
+        if hidden.ndim == 1:
+            logits = logits.clone()
+            logits[next(tokens)] = 1e4
+        return logits
+
+    processor = model.get_processor()
+    prompt = processor.prompt_for_generation(SEG_CONV[:1], [square_image(0)[0]])
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "compute_logits", scripted)
+        return model.generate(**prompt, **kwargs), prompt
+
+
+def test_generate_honours_max_new_tokens_even_on_a_seg(tiny_model, monkeypatch):
+    tiny_model.eval()
+    seg_id = tiny_model.config.seg_token_id
+    word = _word_id(tiny_model)
+    result, _ = _scripted_generate(tiny_model, monkeypatch, [word] * 10, max_new_tokens=3)
+    assert result.sequences.shape == (1, 3) and result.masks[0].shape[0] == 0
+    result, _ = _scripted_generate(tiny_model, monkeypatch, [word, word, seg_id, word], max_new_tokens=3)
+    assert result.sequences[0].tolist() == [word, word, seg_id]
+    assert result.masks[0].shape == (1, 64, 64)  # the last [SEG] still gets its mask
+    with pytest.raises(RSVLMInputError, match="max_new_tokens"):
+        tiny_model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=0)
+
+
+def test_generate_stops_at_the_llm_generation_config_eos(tiny_model, monkeypatch):
+    # Instruct LLMs (Llama 3, Qwen2.5) list several end ids in generation_config, not all of them the tokenizer's
+    word = _word_id(tiny_model)
+    other_end = tiny_model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    monkeypatch.setattr(tiny_model.causal_lm.generation_config, "eos_token_id", [other_end])
+    assert other_end in tiny_model.stop_token_ids()
+    result, _ = _scripted_generate(tiny_model, monkeypatch, [word, other_end, word, word], max_new_tokens=4)
+    assert result.sequences[0].tolist() == [word, other_end]
+
+
+def test_streamed_text_always_adds_up_to_the_final_text(tiny_model, monkeypatch):
+    # A reply cut inside a multi-byte character: the held-back bytes must still reach the streamer.
+    half_e_acute = tiny_model.tokenizer.convert_tokens_to_ids("Ã")  # byte 0xC3, first half of "é"
+    stop = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    word = _word_id(tiny_model)
+    processor = tiny_model.get_processor()
+    for script, limit in (([word, half_e_acute, stop], 5), ([word, half_e_acute, word], 2)):
+        streamed: list[str] = []
+        result, _ = _scripted_generate(
+            tiny_model, monkeypatch, script, max_new_tokens=limit, streamer=streamed.append
+        )
+        assert "".join(streamed) == processor.decode(result.sequences[0]), script
+
+
+def _word_id(model) -> int:
+    """An ordinary text token (not special), for scripted generation."""
+    ids = model.tokenizer(" river", add_special_tokens=False)["input_ids"]
+    assert ids[0] not in model.get_processor().special_ids
+    return ids[0]
