@@ -2,7 +2,8 @@
 
 Data flow: image bands (RGB composite + NIR) -> labels (aligned, unknown values -> ignore) -> second date,
 labels2, change mask -> OSM / vector instances (burnt into the label map when the tile has no label raster)
--> weak NDVI/NDWI labels when nothing else labels an RGBN tile -> the rendered image for OSM-only scenes.
+-> weak NDVI/NDWI labels when nothing else labels an RGBN tile (both dates of an RGBN pair, whose difference is
+the change) -> the rendered image for OSM-only scenes.
 Open datasets and parsed vector files are cached per process, so each worker opens a file once.
 """
 
@@ -104,7 +105,13 @@ def _instances_osm(cfg: GenConfig, grid: Grid) -> list[tuple[np.ndarray, Instanc
         }
         if f.width_m:
             attrs["width_m"] = f.width_m
-        out.append((mask, Instance(mask=mask, label=f.label, name=f.name, attributes=attrs), f.category))
+        label = f.label
+        if f.category == "building":
+            # One label for every building, so "how many buildings / houses" counts all 30 footprints and not
+            # the one tagged building=house; the tagged type stays for named captions ("a church named ...").
+            attrs["building_type"] = f.label
+            label = "building"
+        out.append((mask, Instance(mask=mask, label=label, name=f.name, attributes=attrs), f.category))
     return out
 
 
@@ -210,9 +217,10 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         labels = read_labels(scene.labels, grid, scene, tax, ref.id)
         labels[~valid] = ignore
     image2 = None
+    raw2: dict[str, np.ndarray] = {}
     if scene.image2:
         r2 = _reader(scene.image2, cfg.extra)
-        raw2, valid2 = r2.read(grid, scene.grid, ("red", "green", "blue"))
+        raw2, valid2 = r2.read(grid, scene.grid)  # NIR too: weak labels of the second date
         image2 = r2.rgb(raw2)
         image2[~valid2] = 0
         valid &= valid2
@@ -260,6 +268,10 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
             method = str(cfg.extra.get("weak_method", "fixed"))
             labels, _ = weak_labels(raw["red"], raw["green"], raw["nir"], valid, method=method)
             tax, weak = weak_taxonomy(), True
+            if image2 is not None and labels2 is None and change is None and "nir" in raw2:
+                # Two RGBN dates and no labels: weak labels on both give a weak from->to change map.
+                labels2, _ = weak_labels(raw2["red"], raw2["green"], raw2["nir"], valid, method=method)
+                change = change_from_labels(labels, labels2, tax)
 
     if labels is not None and np.isin(labels, list(tax.ignore_values)).all() and not items:
         return None

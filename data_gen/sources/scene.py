@@ -123,10 +123,26 @@ def _single(item: tuple[str, ...] | None, what: str) -> str | None:
     return item[0]
 
 
-def _read_dates(item: tuple[str, ...], default: tuple[str, str]) -> tuple[str, str]:
-    """OSCD keeps ``dates.txt`` (``date_1: 20161130``) next to the image folders; use it when present."""
+_NAME_DATE = re.compile(r"(?<!\d)((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
+
+
+def _date_in_name(path: str) -> str | None:
+    """``m_4709963_se_14_1_20090818.tif`` -> ``2009-08-18`` (one unambiguous YYYYMMDD in the file name)."""
+    found = _NAME_DATE.findall(Path(path).stem)
+    return "-".join(found[0]) if len(found) == 1 else None
+
+
+def _read_dates(
+    item: tuple[str, ...], default: tuple[str, str], item2: tuple[str, ...] | None = None
+) -> tuple[str, str]:
+    """OSCD keeps ``dates.txt`` (``date_1: 20161130``) next to the image folders; use it when present, else the
+    acquisition dates in the two file names (NAIP ``..._20090818.tif``) when both have one and they differ."""
     if tuple(default) != ("date 1", "date 2"):
         return tuple(default)  # type: ignore[return-value]
+    if item2 is not None and len(item) == 1 and len(item2) == 1:
+        d1, d2 = _date_in_name(item[0]), _date_in_name(item2[0])
+        if d1 and d2 and d1 != d2:
+            return d1, d2
     for folder in (Path(item[0]).parent, Path(item[0]).parent.parent):
         f = folder / "dates.txt"
         if f.is_file():
@@ -210,7 +226,7 @@ def build_scenes(cfg: GenConfig) -> list[Scene]:
         if image2 is not None:
             check_alignable(_image_grid(image2), grid, f"image2 {image2[0]}", f"image {name}")
         two_dates = image2 is not None or labels2 is not None or mask is not None
-        dates = _read_dates(item, cfg.dates) if two_dates else None
+        dates = _read_dates(item, cfg.dates, image2) if two_dates else None
         scenes.append(Scene(key, item, grid, image2, labels, labels2, mask, dates))
     if cfg.osm:
         _check_footprints(scenes, read_osm(cfg.osm), cfg.osm, "OSM")
