@@ -13,18 +13,27 @@ from data_gen.tasks import phrasing, regions
 from data_gen.tasks.builder import SampleBuilder, cls_where, valid_where
 from data_gen.tile import Sample, Tile
 
-_LEAD = (
+# "Mostly" and "dominated" only when the first class really covers half the tile.
+_LEAD_MAJORITY = (
     "This image is mostly covered by {first}.",
     "The scene is dominated by {first}.",
-    "{First} covers the largest part of this image.",
     "Most of this tile is {first}.",
+)
+_LEAD_PLURALITY = (
+    "{First} covers the largest part of this image.",
     "The largest class in the image is {first}.",
+    "No class covers half of this image; the largest is {first}.",
 )
 _REST = (" It also contains {rest}.", " The rest is {rest}.", " Other classes are {rest}.")
+# {where} is the cell's phrase ("in the top left", "along the top", "on the right").
 _REGION = (
-    "The {region} is mainly {cls}, {quote}.",
-    "In the {region}, {cls} dominates with {quote}.",
+    "The {region} part is mainly {cls}, {quote}.",
+    "{Where}, {cls} dominates with {quote}.",
     "{cls_cap} takes up {quote} of the {region} part.",
+)
+_REGION_ALL = (
+    "{cls_cap} takes up {quote} of the {region} part.",
+    "{Where}, {cls} covers {quote} of the ground.",
 )
 
 
@@ -48,7 +57,8 @@ def _landcover_caption(tile: Tile, rng: random.Random, a: regions.Analysis) -> S
         quote = b.share(cls_where(cover.info.value), valid)
         parts.append(f"{cover.info.name} at {quote}")
     first, rest = parts[0], parts[1:]
-    text = rng.choice(_LEAD).format(first=first, First=phrasing.capitalise(first))
+    lead = _LEAD_MAJORITY if 2 * a.cover[0].pixels >= a.total else _LEAD_PLURALITY
+    text = rng.choice(lead).format(first=first, First=phrasing.capitalise(first))
     if rest:
         text += rng.choice(_REST).format(rest=phrasing.join_words(rest))
     use_grid = rng.random() < 0.5
@@ -67,9 +77,17 @@ def _landcover_caption(tile: Tile, rng: random.Random, a: regions.Analysis) -> S
         if best is None:
             continue
         quote = b.share(cls_where(best.value), valid, window)
-        template = rng.choice(_REGION)
+        total = b.pixel_count(valid, window)
+        template = rng.choice(_REGION_ALL if best_n >= 0.95 * total else _REGION)  # not "mainly ..., all"
+        where = regions.CELL_PHRASE[name]
         region_sentences.append(
-            template.format(region=name, cls=best.name, cls_cap=phrasing.capitalise(best.name), quote=quote)
+            template.format(
+                region=name,
+                Where=phrasing.capitalise(where),
+                cls=best.name,
+                cls_cap=phrasing.capitalise(best.name),
+                quote=quote,
+            )
         )
     b.assistant(text + " " + " ".join(region_sentences))
     return b.build(layout="3x3" if use_grid else "corners+centre")
@@ -82,13 +100,18 @@ def _named_caption(tile: Tile, rng: random.Random, named: list[regions.Component
     sentences = []
     for comp in named[:6]:
         where = regions.CELL_PHRASE[regions.position_name(comp.mask)]
+        label = comp.attributes.get(
+            "building_type", comp.label
+        )  # "a church named ..." rather than "building"
         obb = regions.grid_obb(comp.mask)
         if obb.h > 0 and obb.w / max(obb.h, 1e-6) >= 3:
             sentences.append(
-                f"A {comp.label} named {comp.name} runs {_run_direction(obb.angle, compass)} {where}."
+                f"{phrasing.capitalise(phrasing.article(label))} {label} named {comp.name} runs {_run_direction(obb.angle, compass)} {where}."
             )
         else:
-            sentences.append(f"A {comp.label} named {comp.name} lies {where}.")
+            sentences.append(
+                f"{phrasing.capitalise(phrasing.article(label))} {label} named {comp.name} lies {where}."
+            )
     b.assistant(" ".join(sentences))
     return b.build()
 

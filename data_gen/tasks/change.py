@@ -101,8 +101,7 @@ def _localise(b: SampleBuilder, rng: random.Random, ctx: _Context) -> None:
         {"kind": "cells", "turn": len(b.turns), "quote": phrasing.join_words(cells), "where": CHANGE}
     )
     seg = b.seg("the changed areas", ctx.change, where=CHANGE, exact=True)
-    words = phrasing.join_words([regions.CELL_PHRASE[c] for c in cells])
-    b.assistant(f"The changes are mostly {words}: {seg}.")
+    b.assistant(f"The changes are {regions.where_text(cells)}: {seg}.")
 
 
 def _semantic(b: SampleBuilder, rng: random.Random, ctx: _Context) -> None:
@@ -135,8 +134,8 @@ def _caption(b: SampleBuilder, rng: random.Random, ctx: _Context) -> None:
         b.assistant(f"The scene is unchanged between {d1} and {d2}.")
         return
     share = b.share(CHANGE, ALL)
-    cells = phrasing.join_words([regions.CELL_PHRASE[c] for c in regions.cells_covering(ctx.change)])
-    text = f"Between {d1} and {d2}, {share} of the area changed, mostly {cells}."
+    where = regions.where_text(regions.cells_covering(ctx.change))
+    text = f"Between {d1} and {d2}, {share} of the area changed, {where}."
     if ctx.semantic:
         trans = ctx.transitions(top=2)
         if trans:

@@ -33,8 +33,8 @@ _OPENERS = (
     "We can see",
 )
 _PIECE = (
-    "{seg} covering {quote} of the scene {where}",
-    "{seg} ({quote}) {where}",
+    "{seg} covering {quote} of the scene, {where}",
+    "{seg}, {quote} of the scene, {where}",
     "{seg}, {quote}, {where}",
 )
 
@@ -64,8 +64,8 @@ def _templated(tile: Tile, rng: random.Random) -> list[Sample]:
                 phrase = info.name
             seg = b.seg(phrase, mask, where=cls_where(info.value), exact=True)
             quote = b.share(cls_where(info.value), valid)
-            where = phrasing.join_words([regions.CELL_PHRASE[c] for c in regions.cells_covering(mask)])
-            pieces.append(rng.choice(_PIECE).format(seg=seg, quote=quote, where="mostly " + where))
+            where = regions.where_text(regions.cells_covering(mask))
+            pieces.append(rng.choice(_PIECE).format(seg=seg, quote=quote, where=where))
     for comp in [c for cs in a.instances.values() for c in cs if c.name][:3]:
         seg = b.seg(f"the {comp.label} {comp.name}", comp.mask)
         pieces.append(f"{seg} {regions.CELL_PHRASE[regions.position_name(comp.mask)]}")
@@ -74,16 +74,18 @@ def _templated(tile: Tile, rng: random.Random) -> list[Sample]:
         groups = sorted(a.instances.items(), key=lambda kv: (-sum(c.pixels for c in kv[1]), kv[0]))
         for label, comps in groups[:MAX_PHRASES]:
             if len(comps) == 1:
-                phrase = f"{'an' if label[:1].lower() in 'aeiou' else 'a'} {label}"
+                phrase = f"{phrasing.article(label)} {label}"
             else:
                 _, quote = b.count_instances([c.pixels for c in comps])
                 phrase = f"{quote} {phrasing.plural(label)}"
             mask = np.logical_or.reduce([c.mask for c in comps])
-            where = phrasing.join_words([regions.CELL_PHRASE[c] for c in regions.cells_covering(mask)])
+            where = regions.where_text(regions.cells_covering(mask))
             pieces.append(f"{b.seg(phrase, mask)} {where}")
     if not pieces:
         return []
-    b.assistant(f"{rng.choice(_OPENERS)} {phrasing.join_words(pieces)}.")
+    # Pieces carry their own commas ("<p>forest</p> [SEG], about half (52 %), mostly ..."): semicolons between.
+    joined = pieces[0] if len(pieces) == 1 else "; ".join(pieces[:-1]) + "; and " + pieces[-1]
+    b.assistant(f"{rng.choice(_OPENERS)} {joined}.")
     return [b.build()]
 
 

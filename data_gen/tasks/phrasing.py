@@ -123,7 +123,7 @@ TEMPLATES: dict[str, list[str]] = {
         "In which direction from the {b} is the {a}?",
         "Where does the {a} lie compared with the {b}?",
         "Describe the position of the {a} relative to the {b}.",
-        "Is the {a} above, below, left or right of the {b}?",
+        "On which side of the {b} is the {a}?",
         "Where would I find the {a} if I start at the {b}?",
         "What is the spatial relation between the {a} and the {b}?",
         "Seen from the {b}, where is the {a}?",
@@ -434,13 +434,20 @@ def plural(word: str) -> str:
     if not word:
         return word
     head, _, last = word.rpartition(" ")
-    if last.endswith(("s", "sh", "ch", "x", "z")):
+    if last.endswith("s") and not last.endswith(("ss", "us", "is")):
+        pass  # already plural: OSM "garages", "steps", "terraced houses"
+    elif last.endswith(("s", "sh", "ch", "x", "z")):
         last += "es"
     elif last.endswith("y") and last[-2:-1] not in tuple("aeiou"):
         last = last[:-1] + "ies"
     else:
         last += "s"
     return f"{head} {last}".strip()
+
+
+def article(word: str) -> str:
+    """'a' or 'an' before ``word`` (by its first letter: 'an industrial building', 'a house')."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def join_words(items: list[str]) -> str:

@@ -46,6 +46,24 @@ def concept_values(tile: Tile) -> dict[str, list[int]]:
     return out
 
 
+# How a missing concept reads in "None here: the image shows no ...".
+CONCEPT_WORDS = {
+    "water": "water",
+    "building": "buildings",
+    "road": "roads",
+    "tree": "trees",
+    "agriculture": "farmland",
+    "grass": "grassland",
+    "barren": "bare ground",
+}
+
+
+def missing_text(missing: list[tuple[str, ...]]) -> str:
+    """'the image shows no water, and no roads, bare ground or grassland' for the unmet needs of a rule."""
+    groups = [phrasing.join_words([CONCEPT_WORDS[c] for c in g]).replace(" and ", " or ") for g in missing]
+    return "the image shows no " + ", and no ".join(groups)
+
+
 @dataclass
 class Rule:
     name: str
@@ -239,15 +257,12 @@ def reasoning_samples(tile: Tile, rng: random.Random) -> list[Sample]:
         if answer_mask is None or answer_mask.sum() < a.min_pixels:
             b.facts.append({"kind": "none", "turn": len(b.turns), "rule": rule.name})
             if missing:
-                names = phrasing.join_words([" or ".join(g) for g in missing])
-                b.assistant(f"None here: the image shows no {names}.")
+                b.assistant(f"None here: {missing_text(missing)}.")
             else:
                 b.assistant(f"None here: I find no {rule.phrase.removeprefix('the ')} in this image.")
         else:
-            where_cells = phrasing.join_words(
-                [regions.CELL_PHRASE[c] for c in regions.cells_covering(answer_mask)]
-            )
+            where = regions.where_text(regions.cells_covering(answer_mask))
             seg = b.seg(rule.phrase, answer_mask)
-            b.assistant(f"{seg}, mostly {where_cells}: {rule.because}.")
+            b.assistant(f"{seg}, {where}: {rule.because}.")
         out.append(b.build(rule=rule.name))
     return out

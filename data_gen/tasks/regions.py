@@ -15,6 +15,7 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
+from data_gen.tasks.phrasing import join_words
 from data_gen.tile import ClassInfo, Instance, Tile
 from rsvlm.grounding import Box, OrientedBox, normalize_obb, pixel_box_to_grid
 
@@ -36,7 +37,9 @@ CELL_PHRASE = {
     "bottom left": "in the bottom left",
     "bottom": "along the bottom",
     "bottom right": "in the bottom right",
+    "whole scene": "spread across the whole scene",
 }
+WHOLE_SCENE = "whole scene"  # what cells_covering says of a mask spread over most cells
 CORNER_NAMES = ("top left", "top right", "bottom left", "bottom right", "centre")
 
 # Proportion words tied to the fraction they stand for; the nearest one is used.
@@ -63,7 +66,7 @@ def proportion_word(fraction: float) -> str:
         return "all"
     if fraction >= 0.95:
         return "nearly all"
-    if fraction < 0.05:
+    if fraction < 0.075:  # a 5-7 % share is not "about a tenth"
         return "a small part"
     return min(_PROPORTIONS, key=lambda p: abs(p[0] - fraction))[1]
 
@@ -82,11 +85,22 @@ def share_quote(pixels: int, total: int) -> str:
 
 
 def area_quote(pixels: int, gsd: float | None) -> str:
-    """'1,234 m² (0.12 ha)' from a pixel count and metres per pixel; '1,234 pixels' when the GSD is unknown."""
+    """An area in the unit a surveyor would use: '3,072 m²' under a hectare, '1.8 ha (18,037 m²)' up to 10 ha,
+    '180 ha' up to a km², '1.80 km² (180 ha)' above; '1,234 pixels' when the GSD is unknown.
+
+    Seven-digit square metres ('1,803,725 m²') read as false precision at 5 m pixels, and '0.01 ha' hides a
+    120 m² patch, so the unit follows the size."""
     if gsd is None:
         return f"{pixels:,} pixels"
     m2 = pixels * gsd * gsd
-    return f"{m2:,.0f} m² ({m2 / 10_000:.2f} ha)"
+    ha = m2 / 10_000
+    if ha < 1:
+        return f"{m2:,.0f} m²"
+    if ha < 10:
+        return f"{ha:.1f} ha ({m2:,.0f} m²)"
+    if ha < 100:
+        return f"{ha:.0f} ha"
+    return f"{ha / 100:.2f} km² ({ha:,.0f} ha)"
 
 
 def count_quote(n: int) -> str:
@@ -197,14 +211,28 @@ def corner_windows(height: int, width: int) -> list[tuple[str, tuple[int, int, i
 
 
 def cells_covering(mask: np.ndarray, min_share: float = 0.25) -> list[str]:
-    """3x3 cells holding at least ``min_share`` of the mask's pixels, or the single largest one."""
+    """3x3 cells holding at least ``min_share`` of the mask's pixels; when none does, the cells holding at
+    least 8 % each, or ``[WHOLE_SCENE]`` when five or more do (a class covering 87 % of the tile is not "mostly
+    in the top left" just because that cell holds 12 % of it)."""
     h, w = mask.shape
     total = int(mask.sum())
     if total == 0:
         return []
     counts = [(name, int(mask[r0:r1, c0:c1].sum())) for name, (r0, r1, c0, c1) in grid_windows(h, w)]
     chosen = [name for name, n in counts if n >= min_share * total]
-    return chosen or [max(counts, key=lambda t: t[1])[0]]
+    if chosen:
+        return chosen
+    spread = [name for name, n in counts if n >= 0.08 * total]
+    if len(spread) >= 5:
+        return [WHOLE_SCENE]
+    return spread or [max(counts, key=lambda t: t[1])[0]]
+
+
+def where_text(cells: list[str]) -> str:
+    """'mostly in the top left and on the right', or 'spread across the whole scene'."""
+    if cells == [WHOLE_SCENE]:
+        return CELL_PHRASE[WHOLE_SCENE]
+    return "mostly " + join_words([CELL_PHRASE[c] for c in cells])
 
 
 def direction(a: tuple[float, float], b: tuple[float, float], compass: bool) -> str:

@@ -83,9 +83,9 @@ def _count(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> None:
         b.user(phrasing.pick(rng, "count", singular=singular, plural=plural), "count")
         n, quote = b.count_components(cls_where(info.value), a.min_pixels)
     noun = singular if n == 1 else plural
-    b.assistant(
-        rng.choice(("There are {q} {noun}.", "{q} {noun}.", "I count {q} {noun}.")).format(q=quote, noun=noun)
-    )
+    verb = "is" if n == 1 else "are"
+    template = rng.choice(("There {verb} {q} {noun}.", "{q} {noun}.", "I count {q} {noun}."))
+    b.assistant(phrasing.capitalise(template.format(verb=verb, q=quote, noun=noun)))
 
 
 def _area(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> None:
@@ -96,7 +96,10 @@ def _area(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> None:
     b.user(phrasing.pick(rng, "area", cls=info.name), "area")
     area = b.area(cls_where(info.value))
     share = b.share(cls_where(info.value), valid_where(a.valid_values))
-    b.assistant(f"{phrasing.capitalise(info.name)} covers {area}, {share} of the tile.")
+    subject = (
+        f"{phrasing.plural(info.name)} cover" if info.thing else f"{info.name} covers"
+    )  # "Buildings cover"
+    b.assistant(f"{phrasing.capitalise(subject)} {area}, {share} of the tile.")
 
 
 def _position(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> None:
@@ -114,7 +117,9 @@ def _position(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> None
             "where": cls_where(info.value),
         }
     )
-    b.assistant(f"The {info.name} is mostly {phrasing.join_words([regions.CELL_PHRASE[c] for c in cells])}.")
+    # "The buildings are ..." for a class of objects, "The forest is ..." for a surface.
+    subject = f"The {phrasing.plural(info.name)} are" if info.thing else f"The {info.name} is"
+    b.assistant(f"{subject} {regions.where_text(cells)}.")
 
 
 def _relation(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> None:

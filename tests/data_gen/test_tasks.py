@@ -109,7 +109,7 @@ def test_change_on_a_real_levircd_pair() -> None:
 
 def test_quoted_area_matches_a_hand_computation() -> None:
     # Forest is rows 0-127, cols 160-255 of the 256² synthetic tile: 128 * 96 = 12,288 px at 0.5 m = 3,072 m².
-    assert regions.area_quote(128 * 96, 0.5) == "3,072 m² (0.31 ha)"
+    assert regions.area_quote(128 * 96, 0.5) == "3,072 m²"
     assert regions.share_quote(128 * 96, 256 * 256 - 0) == "about a fifth (19 %)"
     found = False
     for seed in range(40):
@@ -117,7 +117,7 @@ def test_quoted_area_matches_a_hand_computation() -> None:
             for f in s.meta["facts"]:
                 if f["kind"] == "area" and f["where"] == [{"raster": "labels", "values": [6]}]:
                     assert f["pixels"] == 12288
-                    assert "3,072 m² (0.31 ha)" in s.conversations[f["turn"]]["content"]
+                    assert "3,072 m²" in s.conversations[f["turn"]]["content"]
                     found = True
     assert found
 
