@@ -48,8 +48,9 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
-from shapely.geometry import Polygon, mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.polygon import orient
+from shapely.ops import unary_union
 
 from rsvlm.bands import (
     PRESETS,
@@ -77,11 +78,15 @@ __all__ = [
     "mask_area_m2",
     "mask_to_pixel_polygons",
     "mask_to_polygons",
+    "SparseMask",
     "pixel_box_to_geometry",
     "pixel_polygon_to_geometry",
+    "pixel_shapes_to_geometries",
+    "union_geometries",
     "read_image",
     "write_geojson",
     "write_mask_geotiff",
+    "write_masks_geotiff",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,23 +180,37 @@ def _crs_of(src: Any) -> CRS | None:
 
 
 def _gsd(transform: Affine, crs: CRS | None, width: int, height: int) -> float | None:
-    """Metres per pixel at the centre: nominal for projected CRSs, measured on the ellipsoid for geographic ones."""
+    """Metres on the ground per pixel at the centre of the grid, None without a CRS.
+
+    Measured on the ellipsoid (geodesic lengths of one pixel step east and south). A projected CRS whose
+    nominal pixel size agrees within 1 % (UTM and other local projections: scale factor ~0.9996-1.001) reports
+    the nominal size, which is what users know it by; one that does not (Web Mercator away from the equator:
+    a "10 m" pixel is 5 m at 60° N) reports the ground size, which is what the GSD means to a model or a user.
+    """
     if crs is None:
         return None
     step_x = math.hypot(transform.a, transform.d)
     step_y = math.hypot(transform.b, transform.e)
+    nominal = None
     if crs.is_projected:
         try:
-            factor = float(crs.linear_units_factor[1])
-            return (step_x + step_y) / 2 * factor
-        except Exception:  # unusual units: fall through to measuring on the ellipsoid
-            pass
-    cx, cy = width / 2, height / 2
-    xs, ys = zip(transform @ (cx, cy), transform @ (cx + 1, cy), transform @ (cx, cy + 1))
-    lon, lat = _to_wgs84(crs).transform(np.array(xs), np.array(ys))
-    _, _, dx = _GEOD.inv(lon[0], lat[0], lon[1], lat[1])
-    _, _, dy = _GEOD.inv(lon[0], lat[0], lon[2], lat[2])
-    return float((dx + dy) / 2)
+            nominal = (step_x + step_y) / 2 * float(crs.linear_units_factor[1])
+        except Exception:  # unusual units: measure on the ellipsoid only
+            nominal = None
+    try:
+        cx, cy = width / 2, height / 2
+        xs, ys = zip(transform @ (cx, cy), transform @ (cx + 1, cy), transform @ (cx, cy + 1))
+        lon, lat = _to_wgs84(crs).transform(np.array(xs), np.array(ys))
+        _, _, dx = _GEOD.inv(lon[0], lat[0], lon[1], lat[1])
+        _, _, dy = _GEOD.inv(lon[0], lat[0], lon[2], lat[2])
+        measured = float((dx + dy) / 2)
+    except Exception:  # outside the projection's domain: the nominal size is all there is
+        return nominal
+    if not math.isfinite(measured) or measured <= 0:
+        return nominal
+    if nominal is not None and abs(measured / nominal - 1) < 0.01:
+        return nominal
+    return measured
 
 
 def inspect_raster(path: str | os.PathLike) -> RasterInfo:
@@ -711,7 +730,9 @@ def _align_by_crs(
             image = _read(src, path, bands, window, max_pixels, None, (first.height, first.width), True)
             if not image.valid.any():
                 raise RasterError(f"every pixel of {name} under {first._name} is nodata")
-            return image
+            # It lives on the first's grid: window, source shape and scale are the first's (the second may be
+            # far larger, and its own window offsets would put boxes in the wrong file's pixels).
+            return _on_first_grid(first, image, image.data, image.valid, image.warnings)
 
     # Different grid: read the second around the first's footprint (2-pixel margin), at most ~2× finer than the
     # first's grid, then warp it onto the first's grid.
@@ -973,18 +994,67 @@ def mask_to_polygons(
 ) -> list[dict]:
     """A boolean mask [H, W] on the grid of ``transform`` -> GeoJSON Polygons in EPSG:4326, largest first.
 
-    Polygons are traced on pixel edges (``rasterio.features.shapes``), parts under ``min_area_px`` pixels are
-    dropped, the rest simplified by ``simplify_px`` pixels in source CRS units, then projected and oriented
-    (right-hand rule). Without a CRS there is no geometry: an empty list (see ``mask_to_pixel_polygons``).
+    Polygons are traced on pixel edges (``rasterio.features.shapes``) in pixel coordinates, parts under
+    ``min_area_px`` pixels are dropped, the rest simplified by ``simplify_px`` pixels (topology preserved, so
+    never invalid or empty), then mapped through ``transform``, projected and oriented (right-hand rule).
+    Without a CRS there is no geometry: an empty list (see ``mask_to_pixel_polygons``).
     """
     crs = _as_crs(crs)
     if crs is None:
         logger.warning("mask has no CRS: no GeoJSON polygons (use mask_to_pixel_polygons)")
         return []
+    identity = Affine.identity()
+    polys = _simplify_filter(_mask_shapes(mask, identity), identity, simplify_px, min_area_px)
+    return pixel_shapes_to_geometries(polys, transform, crs)
+
+
+def pixel_shapes_to_geometries(
+    polygons: Iterable[Any], transform: Affine | Sequence[float], crs: CRS | str | None
+) -> list[dict]:
+    """Shapely polygons in pixel coordinates of ``transform`` -> GeoJSON Polygons in EPSG:4326 (RFC 7946:
+    exterior CCW, holes CW). A part the projection bends invalid is repaired; nothing empty is returned."""
+    crs = _as_crs(crs)
+    if crs is None:
+        return []
     affine = _as_affine(transform)
-    polys = _simplify_filter(_mask_shapes(mask, affine), affine, simplify_px, min_area_px)
     to_wgs = _to_wgs84(crs)
-    return [_geojson(_orient(_map_coords(to_wgs.transform, p))) for p in polys]
+
+    def to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cx, cy = affine @ (np.asarray(x), np.asarray(y))
+        lon, lat = to_wgs.transform(np.asarray(cx), np.asarray(cy))
+        return np.asarray(lon), np.asarray(lat)
+
+    out = []
+    for poly in polygons:
+        mapped = _map_coords(to_lonlat, poly)
+        for part in _polygonal_parts(mapped if mapped.is_valid else shapely.make_valid(mapped)):
+            out.append(_geojson(_orient(part)))
+    return out
+
+
+def _polygonal_parts(geom: Any) -> list[Any]:
+    """The non-empty Polygons of any geometry (make_valid and unions may add lines or points)."""
+    if geom.is_empty:
+        return []
+    if geom.geom_type == "Polygon":
+        return [geom] if geom.area > 0 else []
+    if geom.geom_type in ("MultiPolygon", "GeometryCollection"):
+        return [p for g in geom.geoms for p in _polygonal_parts(g)]
+    return []
+
+
+def union_geometries(geometries: Iterable[dict | Any]) -> dict | None:
+    """The union of GeoJSON (EPSG:4326) polygons as one Polygon or MultiPolygon, oriented per RFC 7946.
+
+    GEOS returns unions with clockwise shells; a reader that trusts the right-hand rule would take them for
+    holes, so every union is re-oriented here. None when nothing polygonal is left.
+    """
+    shapes = [shape(g) if isinstance(g, dict) else g for g in geometries]
+    parts = _polygonal_parts(unary_union(shapes)) if shapes else []
+    if not parts:
+        return None
+    merged = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+    return _geojson(_orient(merged))
 
 
 def mask_to_pixel_polygons(
@@ -1066,6 +1136,153 @@ def mask_area_m2(
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Masks on large grids
+
+
+class SparseMask:
+    """A boolean mask on a raster grid of any size, held as the aligned ``block`` × ``block`` pieces that have
+    any True pixel.
+
+    Why: a large scene is answered window by window, and the mask of a merged region is the union of the masks
+    of the windows that saw it. Allocating that union on the scene grid would cost the scene's size (100 Mpx for
+    a 10,000² scene; 40 Gpx for a 200,000² one); kept as blocks it costs only what the windows read. Blocks are
+    aligned to the tiling ``write_masks_geotiff`` writes, so an overlap of two windows is an OR in a block and
+    the file is written block by block. Coordinates are source pixels of the grid: (col, row), (x, y).
+    """
+
+    def __init__(self, height: int, width: int, block: int = 256) -> None:
+        if height <= 0 or width <= 0 or block <= 0:
+            raise RasterError(f"a mask grid needs a positive size, got {width} × {height} (block {block})")
+        self.height, self.width, self.block = int(height), int(width), int(block)
+        self.blocks: dict[tuple[int, int], np.ndarray] = {}  # (block_row, block_col) -> bool [bh, bw]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @classmethod
+    def from_dense(
+        cls, mask: np.ndarray, col_off: int = 0, row_off: int = 0, shape: tuple[int, int] | None = None
+    ) -> SparseMask:
+        """A window's mask [h, w] placed at (col_off, row_off) of a grid of ``shape`` (default: the mask's)."""
+        m = np.asarray(mask)
+        if m.ndim != 2:
+            raise RasterError(f"a mask must be 2-D [H, W], got shape {m.shape}")
+        height, width = shape if shape is not None else m.shape
+        return cls(height, width).add(m, col_off, row_off)
+
+    def _block_window(self, key: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(col_off, row_off, width, height) of a block, clipped to the grid."""
+        r0, c0 = key[0] * self.block, key[1] * self.block
+        return c0, r0, min(self.block, self.width - c0), min(self.block, self.height - r0)
+
+    def add(self, mask: np.ndarray, col_off: int = 0, row_off: int = 0) -> SparseMask:
+        """OR a window's mask [h, w] into the grid at (col_off, row_off); the part outside the grid is dropped."""
+        m = np.asarray(mask).astype(bool, copy=False)
+        if m.ndim != 2:
+            raise RasterError(f"a mask must be 2-D [H, W], got shape {m.shape}")
+        col_off, row_off = int(col_off), int(row_off)
+        c0, r0 = max(col_off, 0), max(row_off, 0)
+        c1, r1 = min(col_off + m.shape[1], self.width), min(row_off + m.shape[0], self.height)
+        if c1 <= c0 or r1 <= r0:
+            return self
+        b = self.block
+        for br in range(r0 // b, (r1 - 1) // b + 1):
+            for bc in range(c0 // b, (c1 - 1) // b + 1):
+                bx, by, bw, bh = self._block_window((br, bc))
+                x0, y0, x1, y1 = max(bx, c0), max(by, r0), min(bx + bw, c1), min(by + bh, r1)
+                part = m[y0 - row_off : y1 - row_off, x0 - col_off : x1 - col_off]
+                if not part.any():
+                    continue
+                target = self.blocks.get((br, bc))
+                if target is None:
+                    target = self.blocks[(br, bc)] = np.zeros((bh, bw), bool)
+                target[y0 - by : y1 - by, x0 - bx : x1 - bx] |= part
+        return self
+
+    def union(self, other: SparseMask) -> SparseMask:
+        """A new mask: this one OR ``other`` (same grid)."""
+        if other.shape != self.shape or other.block != self.block:
+            raise RasterError(f"cannot merge masks on different grids: {self.shape} and {other.shape}")
+        out = SparseMask(self.height, self.width, self.block)
+        for source in (self, other):
+            for key, values in source.blocks.items():
+                if key in out.blocks:
+                    out.blocks[key] = out.blocks[key] | values
+                else:
+                    out.blocks[key] = values.copy()
+        return out
+
+    def any(self) -> bool:
+        return any(v.any() for v in self.blocks.values())
+
+    def count(self) -> int:
+        """The number of True pixels (overlaps counted once)."""
+        return int(sum(np.count_nonzero(v) for v in self.blocks.values()))
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(v.nbytes for v in self.blocks.values()))
+
+    def bbox(self) -> tuple[float, float, float, float] | None:
+        """The pixel box (x1, y1, x2, y2) of the True pixels (x2, y2 exclusive), None when empty."""
+        boxes = []
+        for key, values in self.blocks.items():
+            rows, cols = np.nonzero(values.any(axis=1))[0], np.nonzero(values.any(axis=0))[0]
+            if rows.size:
+                c0, r0, _, _ = self._block_window(key)
+                boxes.append((c0 + cols[0], r0 + rows[0], c0 + cols[-1] + 1, r0 + rows[-1] + 1))
+        if not boxes:
+            return None
+        return tuple(float(f(b[i] for b in boxes)) for i, f in enumerate((min, min, max, max)))  # type: ignore
+
+    def read(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        """A dense bool [h, w] copy of a window (col_off, row_off, width, height) of the grid."""
+        col, row, w, h = (int(v) for v in window)
+        out = np.zeros((h, w), bool)
+        for key, values in self.blocks.items():
+            bx, by, bw, bh = self._block_window(key)
+            x0, y0, x1, y1 = max(bx, col), max(by, row), min(bx + bw, col + w), min(by + bh, row + h)
+            if x1 > x0 and y1 > y0:
+                out[y0 - row : y1 - row, x0 - col : x1 - col] = values[y0 - by : y1 - by, x0 - bx : x1 - bx]
+        return out
+
+    def to_dense(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """The whole grid as bool [H, W]; refused past ``max_pixels`` (use ``read`` on windows instead)."""
+        if self.height * self.width > max_pixels:
+            raise RasterError(
+                f"the mask grid is {self.width:,} × {self.height:,} pixels, more than max_pixels={max_pixels:,}; "
+                "read it by windows (SparseMask.read) or write it with write_masks_geotiff"
+            )
+        return self.read((0, 0, self.width, self.height))
+
+    def pixel_polygons(self, simplify_px: float = 0.5, min_area_px: float = 4) -> list[Any]:
+        """Shapely polygons of the True pixels in grid pixel coordinates, largest first.
+
+        Each block is traced on its own; the pieces share exact integer edges, so their union is seamless.
+        """
+        pieces = []
+        for key, values in self.blocks.items():
+            c0, r0, _, _ = self._block_window(key)
+            pieces.extend(_mask_shapes(values, Affine.translation(c0, r0)))
+        if not pieces:
+            return []
+        identity = Affine.identity()
+        return _simplify_filter(_polygonal_parts(unary_union(pieces)), identity, simplify_px, min_area_px)
+
+    def area_m2(self, transform: Affine | Sequence[float], crs: CRS | str | None) -> float | None:
+        """Ground area in m² of the True pixels on the grid of ``transform`` (None without a CRS)."""
+        if _as_crs(crs) is None:
+            return None
+        affine = _as_affine(transform)
+        total = 0.0
+        for key, values in self.blocks.items():
+            c0, r0, _, _ = self._block_window(key)
+            total += mask_area_m2(values, affine @ Affine.translation(c0, r0), crs) or 0.0
+        return total
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Writing
 
 
@@ -1135,6 +1352,56 @@ def write_mask_geotiff(
         try:
             with _quiet(), rasterio.open(tmp, "w", **profile) as dst:
                 dst.write(arr, 1)
+        except (RasterioError, CPLE_BaseError) as e:
+            raise RasterError(f"writing {path} failed ({_gdal_message(e)})") from e
+    return Path(path)
+
+
+def write_masks_geotiff(
+    path: str | os.PathLike,
+    masks: Sequence[SparseMask | np.ndarray],
+    transform: Affine | Sequence[float],
+    crs: CRS | str | None,
+) -> Path:
+    """Masks on one grid -> one single-band uint8 GeoTIFF: value i+1 where the i-th mask is True (later masks
+    win where they overlap, values stop at 255), 0 elsewhere.
+
+    Written block by block as a tiled (256²), sparse, deflate GeoTIFF: blocks no mask touches are never written
+    (GDAL reads them as 0), so a mask on a 10,000² or 200,000² scene costs the blocks it covers, in memory and
+    on disk. Dense masks (small images) are accepted too. Atomic.
+    """
+    if not masks:
+        raise RasterError("no masks to write")
+    sparse = [m if isinstance(m, SparseMask) else SparseMask.from_dense(m) for m in masks]
+    height, width = sparse[0].shape
+    if any(m.shape != (height, width) or m.block != sparse[0].block for m in sparse):
+        raise RasterError(f"masks are on different grids: {sorted({m.shape for m in sparse})}")
+    block = sparse[0].block
+    profile: dict[str, Any] = dict(
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=1,
+        dtype="uint8",
+        crs=_as_crs(crs),
+        transform=_as_affine(transform),
+        compress="deflate",
+        sparse_ok=True,
+    )
+    if height >= block and width >= block and block % 16 == 0:
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    keys = sorted(set().union(*(m.blocks for m in sparse)))
+    with atomic_write(path) as tmp:
+        try:
+            with _quiet(), rasterio.open(tmp, "w", **profile) as dst:
+                for key in keys:
+                    col, row, w, h = sparse[0]._block_window(key)
+                    out = np.zeros((h, w), np.uint8)  # [bh, bw]
+                    for value, mask in enumerate(sparse, start=1):
+                        part = mask.blocks.get(key)
+                        if part is not None:
+                            out[part] = min(value, 255)
+                    dst.write(out, 1, window=Window(col, row, w, h))
         except (RasterioError, CPLE_BaseError) as e:
             raise RasterError(f"writing {path} failed ({_gdal_message(e)})") from e
     return Path(path)

@@ -654,3 +654,136 @@ def test_align_an_already_read_second_image(fx):
     assert resized.data.shape == (3, 40, 50) and any("resized" in w for w in resized.warnings)
     naip = geo.read_image(NAIP_2020)
     assert geo.align_pair(naip, geo.read_image(NAIP_2009)).valid.mean() > 0.99
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Review fixes: GSD in distorting projections, orientation of unions, validity, larger second date, sparse masks
+
+
+def test_gsd_in_web_mercator_is_the_ground_size(fx):
+    # A 12.5 m Web Mercator pixel at ~37° N is ~10 m on the ground; UTM keeps its nominal 10 m.
+    info = geo.inspect_raster(fx["grey_3857"])
+    cx, cy = info.transform @ (16, 16)
+    lon, lat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True).transform(cx, cy)
+    assert info.gsd == pytest.approx(12.5 * np.cos(np.radians(lat)), rel=0.005)
+    assert geo.inspect_raster(fx["rgb_uint8"]).gsd == 10.0
+
+
+def test_unions_follow_the_right_hand_rule():
+    crs, transform = GRIDS["utm"]
+    a = geo.pixel_box_to_geometry((0, 0, 20, 10), transform, crs)
+    b = geo.pixel_box_to_geometry((10, 0, 30, 10), transform, crs)
+    far = geo.pixel_box_to_geometry((100, 100, 110, 110), transform, crs)
+    union = geo.union_geometries([a, b])
+    assert union["type"] == "Polygon" and _is_ccw(union["coordinates"][0])
+    multi = geo.union_geometries([a, b, far])
+    assert multi["type"] == "MultiPolygon" and all(_is_ccw(p[0]) for p in multi["coordinates"])
+    ring = box(0, 0, 10, 10).difference(box(3, 3, 6, 6))  # a hole survives a union, clockwise
+    holed = geo.union_geometries([ring, box(20, 20, 21, 21)])
+    polygons = [Polygon(p[0], p[1:]) for p in holed["coordinates"]]
+    assert all(p.exterior.is_ccw and not any(r.is_ccw for r in p.interiors) for p in polygons)
+    assert geo.union_geometries([]) is None
+
+
+def test_vectorised_masks_are_always_valid_non_empty_and_oriented():
+    rng = np.random.default_rng(7)
+    for crs, transform in GRIDS.values():
+        for _ in range(12):
+            mask = rng.random((24, 24)) < rng.uniform(0.3, 0.7)  # ragged: holes, diagonal touches, specks
+            for simplify in (0.5, 2.0):
+                for geometry in geo.mask_to_polygons(mask, transform, crs, simplify_px=simplify):
+                    poly = shape(geometry)
+                    assert geometry["type"] == "Polygon" and poly.is_valid and poly.area > 0
+                    assert poly.exterior.is_ccw and not any(r.is_ccw for r in poly.interiors)
+
+
+def test_mask_area_on_a_4326_grid_follows_latitude():
+    # The same 10 × 10 pixel square of 1e-4° at the equator and at 60° N: the second is half the first.
+    equator = from_origin(0.0, 0.0005, 1e-4, 1e-4)
+    north = from_origin(0.0, 60.0005, 1e-4, 1e-4)
+    mask = np.zeros((10, 10), bool)
+    mask[:, :] = True
+    a0 = geo.mask_area_m2(mask, equator, "EPSG:4326")
+    a60 = geo.mask_area_m2(mask, north, "EPSG:4326")
+    geod = Geod(ellps="WGS84")
+    assert a0 == pytest.approx(
+        abs(geod.geometry_area_perimeter(box(0.0, -0.0005, 0.001, 0.0005))[0]), rel=1e-3
+    )
+    assert a60 == pytest.approx(
+        abs(geod.geometry_area_perimeter(box(0.0, 59.9995, 0.001, 60.0005))[0]), rel=1e-3
+    )
+    assert 0.5 < a60 / a0 < 0.51  # cos 60° on a sphere; the ellipsoid's flattening adds 1 %
+
+
+def test_second_date_much_larger_than_the_first_lands_on_the_first_grid(fx, tmp_path):
+    first = geo.read_image(fx["pair_a"])
+    shifted = geo.align_pair(first, fx["pair_b_shifted"])  # 50 × 50, the first sits at (5, 3) of it
+    assert shifted.window == first.window and shifted.source_shape == first.source_shape
+    np.testing.assert_array_equal(shifted.to_source_pixels([[3, 4]]), first.to_source_pixels([[3, 4]]))
+    # A 30,000² sparse raster on the same 10 m grid, the first somewhere in its middle: a window read.
+    big = tmp_path / "big.tif"
+    origin = (ORIGIN_UTM[0] - 100_000, ORIGIN_UTM[1] + 100_000)
+    with rasterio.open(big, "w", driver="GTiff", width=30_000, height=30_000, count=1, dtype="float32",
+                       crs=UTM18, transform=from_origin(*origin, 10, 10), tiled=True, sparse_ok=True) as dst:  # fmt: skip
+        dst.write(first.data, window=rasterio.windows.Window(10_000, 10_000, 40, 40))
+    aligned = geo.align_pair(first, big)
+    assert aligned.window == first.window and aligned.transform == first.transform
+    np.testing.assert_array_equal(aligned.data, first.data)
+
+
+def test_sparse_mask_equals_the_dense_union_of_its_windows():
+    rng = np.random.default_rng(3)
+    dense = np.zeros((700, 1000), bool)
+    sparse = geo.SparseMask(700, 1000)
+    for _ in range(8):
+        x, y = int(rng.integers(-60, 950)), int(rng.integers(-60, 650))
+        part = rng.random((200, 300)) < 0.05
+        part[50:120, 40:250] = True
+        sparse.add(part, x, y)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + 300, 1000), min(y + 200, 700)
+        dense[y0:y1, x0:x1] |= part[y0 - y : y1 - y, x0 - x : x1 - x]
+    np.testing.assert_array_equal(sparse.to_dense(), dense)
+    np.testing.assert_array_equal(sparse.read((123, 45, 300, 300)), dense[45:345, 123:423])
+    assert sparse.count() == dense.sum()
+    rows, cols = np.nonzero(dense)
+    assert sparse.bbox() == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    polygons = sparse.pixel_polygons(simplify_px=0, min_area_px=0)
+    assert sum(p.area for p in polygons) == pytest.approx(dense.sum())  # block seams leave no gaps
+    crs, transform = GRIDS["utm"]
+    assert sparse.area_m2(transform, crs) == pytest.approx(geo.mask_area_m2(dense, transform, crs), rel=1e-6)
+
+
+def test_masks_on_a_200000_pixel_grid_cost_only_their_blocks(tmp_path):
+    """A stitched mask of a huge scene is held and written by blocks: never the 40 Gpx grid."""
+    import resource
+
+    size = 200_000
+    transform = from_origin(*ORIGIN_UTM, 0.5, 0.5)
+    a = geo.SparseMask.from_dense(np.ones((300, 300), bool), 150_000, 20_000, (size, size))
+    b = geo.SparseMask.from_dense(np.eye(256, dtype=bool), 5, 199_900, (size, size))
+    assert a.nbytes == 6 * 256 * 256 and a.count() == 90_000
+    with pytest.raises(geo.RasterError, match="200,000 × 200,000"):
+        a.to_dense()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = geo.write_masks_geotiff(tmp_path / "mask.tif", [a, b], transform, UTM18)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KB: < 200 MB
+    assert out.stat().st_size < 8 * 1024 * 1024  # the index of 610k tiles; their pixels are not written
+    with rasterio.open(out) as src:
+        assert src.shape == (size, size) and src.transform == transform and src.crs.to_epsg() == 32618
+        assert src.block_shapes == [(256, 256)] and src.compression.value.lower() == "deflate"
+        part = src.read(1, window=rasterio.windows.Window(149_990, 19_990, 320, 320))
+        assert (part[10:310, 10:310] == 1).all() and part.sum() == 90_000
+        corner = src.read(1, window=rasterio.windows.Window(0, 199_744, 256, 256))
+        assert (
+            corner.sum() == 2 * 100 and corner[156, 5] == 2 and corner[255, 104] == 2
+        )  # the eye's rows 0..99 land in the grid
+        assert src.read(1, window=rasterio.windows.Window(0, 0, 256, 256)).sum() == 0  # never written
+
+
+def test_write_masks_geotiff_refuses_mixed_grids_and_nothing(tmp_path):
+    crs, transform = GRIDS["utm"]
+    with pytest.raises(geo.RasterError, match="no masks"):
+        geo.write_masks_geotiff(tmp_path / "m.tif", [], transform, crs)
+    with pytest.raises(geo.RasterError, match="different grids"):
+        geo.write_masks_geotiff(tmp_path / "m.tif", [np.ones((4, 4)), np.ones((5, 4))], transform, crs)
+    assert list(tmp_path.iterdir()) == []
