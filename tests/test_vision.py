@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -97,3 +99,61 @@ def test_change_fusion_sees_the_difference():
     assert not torch.allclose(out, fusion(f2.clone(), f2))  # depends on the first date
     out.sum().backward()
     assert fusion.reduce.weight.grad is not None
+
+
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+              patch_size=8)  # fmt: skip
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
+            max_position_embeddings=16)  # fmt: skip
+
+
+def _save(model, folder, mean=(0.25, 0.5, 0.75)):
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": list(mean), "image_std": [0.5] * 3})
+    )
+    return folder
+
+
+def _tower_folders(root):
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        SiglipConfig,
+        SiglipModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        ViTConfig,
+        ViTModel,
+    )
+
+    torch.manual_seed(0)
+    return {  # name: (folder, leading non-patch tokens)
+        "clip_vision": (_save(CLIPVisionModel(CLIPVisionConfig(**VISION)), root / "clip_vision"), 1),
+        "clip": (_save(CLIPModel(CLIPConfig(text_config=TEXT, vision_config=VISION)), root / "clip"), 1),
+        "siglip_vision": (_save(SiglipVisionModel(SiglipVisionConfig(**VISION)), root / "siglip_vision"), 0),
+        "siglip": (
+            _save(SiglipModel(SiglipConfig(text_config=TEXT, vision_config=VISION)), root / "siglip"),
+            0,
+        ),
+        "vit": (_save(ViTModel(ViTConfig(**VISION), add_pooling_layer=False), root / "vit"), 1),
+    }
+
+
+def test_transformers_towers_by_local_folder(tmp_path):
+    pixels = torch.rand(2, 3, 32, 32)
+    for name, (folder, leading) in _tower_folders(tmp_path).items():
+        tower = VisionTower.from_name(folder)
+        assert (tower.out_channels, tower.stride) == (32, 8), name
+        assert torch.allclose(tower.image_mean.flatten(), torch.tensor([0.25, 0.5, 0.75])), name
+        maps = tower(pixels)
+        assert maps.shape == (2, 32, 4, 4), name
+        # the map is exactly the patch tokens of the vision transformer: CLS dropped (CLIP, ViT), none for SigLIP
+        with torch.no_grad():
+            hidden = tower.net(pixel_values=(pixels - tower.image_mean) / tower.image_std).last_hidden_state
+        assert hidden.shape[1] == 16 + leading, name
+        expected = hidden[:, leading:].transpose(1, 2).reshape(2, 32, 4, 4)
+        torch.testing.assert_close(maps, expected, msg=name)
+        assert tower(torch.rand(1, 3, 64, 64)).shape == (1, 32, 8, 8), name  # positions interpolated
