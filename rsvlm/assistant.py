@@ -17,6 +17,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class Answer:
     image_shape: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     tiles: int = 1
+    windows: int = 1  # windows a large scene was cut into (``tiles`` of them were read)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,8 +65,10 @@ class Answer:
             "warnings": self.warnings,
             "raw_text": self.raw_text,
             "crs": self.crs,
+            "transform": [float(v) for v in self.transform] if self.transform else None,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "tiles": self.tiles,
+            "windows": self.windows,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -80,19 +84,27 @@ class Answer:
         return features
 
     def write_mask_geotiff(self, path: str | Path) -> None:
-        """All masks burnt into one single-band GeoTIFF on the source grid: value i+1 for the i-th masked region."""
+        """All masks burnt into one single-band GeoTIFF on the source grid: value i+1 for the i-th masked region.
+
+        Written block by block (tiled, sparse, deflate), so a large scene's stitched masks are never expanded to
+        the scene's size.
+        """
         if self.image_shape is None or self.transform is None:
             raise geo.RasterError("this answer has no source grid to write a mask GeoTIFF on")
-        height, width = self.image_shape
-        canvas = np.zeros((height, width), np.uint8)
-        masked = [r for r in self.regions if r.mask is not None]
+        masked = [r.mask for r in self.regions if r.mask is not None]
         if not masked:
             raise geo.RasterError("the answer has no masks to write (ask it to outline or segment something)")
-        for value, region in enumerate(masked, start=1):
-            canvas[region.mask.astype(bool)] = min(value, 255)
         from affine import Affine
 
-        geo.write_mask_geotiff(path, canvas, Affine(*self.transform[:6]), self.crs)
+        sparse = [
+            m if isinstance(m, geo.SparseMask) else geo.SparseMask.from_dense(m, shape=self.image_shape)
+            for m in masked
+        ]
+        geo.write_masks_geotiff(path, sparse, Affine(*self.transform[:6]), self.crs)
+
+
+def _mask_pixels(mask) -> int:
+    return mask.count() if isinstance(mask, geo.SparseMask) else int(np.count_nonzero(mask))
 
 
 def _region_json(region: Region) -> dict[str, Any]:
@@ -105,7 +117,7 @@ def _region_json(region: Region) -> dict[str, Any]:
         if region.pixel_polygon
         else None,
         "has_mask": region.mask is not None,
-        "mask_pixels": int(region.mask.sum()) if region.mask is not None else None,
+        "mask_pixels": _mask_pixels(region.mask) if region.mask is not None else None,
         "geometry": region.geometry,
         "area_m2": None if region.area_m2 is None else round(region.area_m2, 2),
         "area_ha": None if region.area_m2 is None else round(region.area_m2 / 10_000, 4),
@@ -205,14 +217,19 @@ def _cast_for_inference(model, dtype: torch.dtype) -> None:
 class Session:
     """A conversation about one image (or one pair of dates)."""
 
-    def __init__(self, assistant: Assistant, feature_cache_size: int = 4):
+    def __init__(self, assistant: Assistant, feature_cache_size: int | None = None):
         self.assistant = assistant
         self.history: list[dict[str, str]] = []
         self.images: list[geo.GeoImage] = []
         self.dates: tuple[str, str] | None = None
         self.bands: str | list[int] | None = None
         self._features: OrderedDict[tuple, Any] = OrderedDict()
-        self._cache_size = feature_cache_size
+        # Encoded features of every window a large-scene turn reads (its tile budget, the overview, and a second
+        # date) stay cached, so a follow-up question on the same scene re-runs only the language model on them.
+        # One entry is ~2-3 MB with the default model (tokens, decoder map and context, 256² pixels).
+        self._cache_size = (
+            feature_cache_size if feature_cache_size is not None else max(4, assistant.max_tiles + 2)
+        )
         self.encode_count = 0  # how many times the vision tower ran (tests and benchmarks read it)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -291,8 +308,17 @@ class Session:
         return features
 
     def _ask_window(
-        self, question, images: list[geo.GeoImage], *, max_new_tokens, streamer=None, remember: bool
+        self,
+        question,
+        images: list[geo.GeoImage],
+        *,
+        max_new_tokens,
+        streamer=None,
+        remember: bool,
+        history: list[dict[str, str]] | None = None,
     ) -> Answer:
+        """One model turn on these images. ``history`` defaults to the session's; a large scene's tiles pass []
+        (the conversation so far is about the overview, whose image a tile must not stand in for)."""
         assistant = self.assistant
         processor = assistant.processor
         warnings = list(assistant.warnings)
@@ -305,13 +331,14 @@ class Session:
         )
         features = self._encode(pixel_values, key)
 
-        if self.history:
+        history = self.history if history is None else history
+        if history:
             user_text = question
         elif len(images) == 2:
             user_text = format_two_date_prompt(question, self.dates or ("date 1", "date 2"))
         else:
             user_text = format_single_image_prompt(question)
-        conversation = [*self.history, {"role": "user", "content": user_text}]
+        conversation = [*history, {"role": "user", "content": user_text}]
         inputs = processor.prompt_for_generation(conversation)
         with assistant.lock, assistant.inference():
             result = assistant.model.generate(
@@ -344,7 +371,8 @@ class Session:
         )
 
     def _to_source(self, region: Region, image: geo.GeoImage, meta, warnings: list[str]) -> Region:
-        """Grid / model-input coordinates -> pixels of the read image -> CRS geometry and area."""
+        """Grid / model-input coordinates -> pixels of the read image -> CRS geometry and area; pixel
+        coordinates are then reported in the source raster (a window or overview read is offset and scaled)."""
         geometries = []
         if region.box is not None:
             x1, y1 = meta.grid_to_source(region.box.x1, region.box.y1)
@@ -368,17 +396,20 @@ class Session:
         if image.crs is None:
             if "the image has no CRS: regions are in pixels only" not in warnings:
                 warnings.append("the image has no CRS: regions are in pixels only")
-            return region
-        if region.mask is not None and region.mask.any():
-            geometries = geo.mask_to_polygons(region.mask, image.transform, image.crs)
-        elif region.pixel_polygon is not None:
-            geometries = [geo.pixel_polygon_to_geometry(region.pixel_polygon, image.transform, image.crs)]
-        elif region.pixel_box is not None:
-            geometries = [geo.pixel_box_to_geometry(region.pixel_box, image.transform, image.crs)]
-        if geometries:
-            region.geometry = _merge_geometries(geometries)
-            region.area_m2 = float(geo.area_m2(region.geometry))
-        # Report pixel coordinates in the source raster (an overview or window read is offset and scaled).
+        else:
+            has_mask = region.mask is not None and region.mask.any()
+            if has_mask:
+                geometries = geo.mask_to_polygons(region.mask, image.transform, image.crs)
+            elif region.pixel_polygon is not None:
+                geometries = [geo.pixel_polygon_to_geometry(region.pixel_polygon, image.transform, image.crs)]
+            elif region.pixel_box is not None:
+                geometries = [geo.pixel_box_to_geometry(region.pixel_box, image.transform, image.crs)]
+            if geometries:
+                region.geometry = _merge_geometries(geometries)
+            if has_mask:  # the pixels themselves, not their simplified outline
+                region.area_m2 = geo.mask_area_m2(region.mask, image.transform, image.crs)
+            elif region.geometry is not None:
+                region.area_m2 = float(geo.area_m2(region.geometry))
         region.pixel_box = _to_raster_pixels_box(region.pixel_box, image)
         if region.pixel_polygon is not None:
             region.pixel_polygon = [_to_raster_pixels(x, y, image) for x, y in region.pixel_polygon]
@@ -386,40 +417,102 @@ class Session:
 
     # ------------------------------------------------------------------------------------------------------------
     def _ask_large_scene(self, question: str, *, max_new_tokens: int) -> Answer:
-        """Overview pass, then the windows worth reading at full resolution, then merge."""
+        """Overview pass, then the windows worth reading at full resolution, then merge.
+
+        Memory is bounded by the tile budget: the overview, one window's pixels at a time, and each region's
+        mask as the 256² blocks its windows touched (``geo.SparseMask``), never the scene grid.
+        """
+        start = time.perf_counter()
         overview = self.images[0]
-        path = overview.path
         size = self.assistant.image_size
         overview_answer = self._ask_window(question, [overview], max_new_tokens=max_new_tokens, remember=True)
-        height, width = overview.source_shape
+        height, width = overview.source_shape  # type: ignore[misc]
+        # Source pixels -> CRS (no CRS: source pixels -> source pixels, the identity).
+        grid_transform = overview.transform @ ~overview.pixel_transform
         windows = plan_windows(width, height, size, self.assistant.tile_overlap)
         chosen = choose_windows(windows, overview_answer.regions, overview, self.assistant.max_tiles)
         logger.info("large scene %dx%d: %d windows, reading %d", width, height, len(windows), len(chosen))
 
         regions: list[Region] = []
         warnings = list(overview_answer.warnings)
+        windows_with_hits = 0
         for window in tqdm(chosen, desc="tiles", unit="tile", disable=len(chosen) < 2):
-            tile = geo.read_image(path, bands=self.bands, window=window)
+            tile = self._read_tile(window)
             if not tile.valid.any():
                 continue
-            answer = self._ask_window(question, [tile], max_new_tokens=max_new_tokens, remember=False)
+            answer = self._ask_window(
+                question, [tile], max_new_tokens=max_new_tokens, remember=False, history=[]
+            )
+            windows_with_hits += bool(answer.regions)
+            col_off, row_off = tile.window[:2]  # type: ignore[index]
             for region in answer.regions:
                 region.score = 1.0
+                if region.mask is not None:  # tile pixels -> a block mask on the scene grid
+                    region.mask = geo.SparseMask.from_dense(region.mask, col_off, row_off, (height, width))
                 regions.append(region)
             warnings.extend(w for w in answer.warnings if "no CRS" not in w)
-        merged = merge_regions(regions, overview_regions=overview_answer.regions)
-        summary = _summarise(merged)
-        text = overview_answer.text if not summary else f"{overview_answer.text}\n{summary}".strip()
+        merged = merge_regions(regions, transform=grid_transform, crs=overview.crs)
+        from_overview = not merged and bool(overview_answer.regions)
+        if from_overview:
+            # Nothing at full resolution: keep what the overview grounded (boxes and outlines, coarse). Its masks
+            # are on the overview grid, not the scene's, so they are not kept as masks.
+            merged = [r for r in overview_answer.regions if r.pixel_box is not None or r.geometry is not None]
+            for region in merged:
+                region.mask = None
+            gsd = overview.gsd
+            detail = (
+                f" (~{gsd:.1f} m per pixel)" if gsd else f" ({overview.scale:.0f}× coarser than the scene)"
+            )
+            warnings.append(
+                f"nothing was grounded in the windows read at full resolution; the regions come from the "
+                f"coarse overview pass{detail}"
+            )
+        if len(chosen) < len(windows):
+            warnings.append(
+                f"only {len(chosen):,} of the scene's {len(windows):,} windows were read at full resolution "
+                f"(max_tiles={self.assistant.max_tiles}); things in the other {len(windows) - len(chosen):,} can "
+                "be missed: raise max_tiles, or ask about a window of the scene"
+            )
+        summary = describe_large_scene(
+            merged, windows_with_hits, len(chosen), len(windows), from_overview=from_overview
+        )
+        text = f"{summary}\nOverview: {overview_answer.text}" if overview_answer.text else summary
+        timings = dict(overview_answer.timings)
+        timings["scene_s"] = time.perf_counter() - start
         return Answer(
             text=text,
             regions=merged,
             warnings=_unique(warnings),
             raw_text=overview_answer.raw_text,
             crs=overview_answer.crs,
-            transform=None,
-            image_shape=None,
-            timings=overview_answer.timings,
+            transform=tuple(grid_transform)[:6],
+            image_shape=(height, width),
+            timings=timings,
             tiles=len(chosen),
+            windows=len(windows),
+        )
+
+    def _read_tile(self, window: tuple[int, int, int, int]) -> geo.GeoImage:
+        """A window of the scene at full resolution: sliced from memory when the session holds the whole scene
+        (an in-memory upload), else read from the file (nodata windows come back empty, not as errors)."""
+        image = self.images[0]
+        full = image.scale == 1 and image.window == (0, 0, image.width, image.height)
+        if image.path is not None and not full:
+            return geo.read_image(image.path, bands=self.bands, window=window, allow_empty=True)
+        x, y, w, h = window
+        from affine import Affine
+
+        return geo.GeoImage(
+            data=image.data[:, y : y + h, x : x + w],
+            valid=image.valid[y : y + h, x : x + w],
+            band_names=list(image.band_names),
+            crs=image.crs,
+            transform=image.transform @ Affine.translation(x, y),
+            path=image.path,
+            window=(x, y, w, h),
+            source_shape=image.source_shape,
+            preset=image.preset,
+            nodata=image.nodata,
         )
 
 
@@ -484,16 +577,22 @@ def box_iou(a, b) -> float:
 
 
 def merge_regions(
-    regions: list[Region], overview_regions: list[Region] = (), iou_threshold: float = 0.5
+    regions: list[Region],
+    overview_regions: list[Region] = (),
+    iou_threshold: float = 0.5,
+    transform=None,
+    crs=None,
 ) -> list[Region]:
-    """Box NMS across tiles per label; masked regions of one label are stitched into one geometry."""
-    from shapely.geometry import mapping, shape
-    from shapely.ops import unary_union
+    """Merge the regions of a scene's tiles: box NMS per label across tiles, and the masks of one label stitched
+    into one region (``geo.SparseMask`` union) whose outline, box and area come from the stitched pixels.
 
+    ``transform`` maps scene pixels to ``crs`` (geometry and area need both). ``overview_regions`` are returned
+    when the tiles grounded nothing (kept for callers; the assistant handles that case itself).
+    """
     kept: list[Region] = []
     by_label: dict[str, list[Region]] = {}
     for region in regions:
-        if region.geometry is not None and region.mask is not None:
+        if isinstance(region.mask, geo.SparseMask):
             by_label.setdefault(region.label, []).append(region)
             continue
         if region.pixel_box is None:
@@ -505,25 +604,27 @@ def merge_regions(
             continue
         kept.append(region)
     for label, group in by_label.items():
-        union = unary_union([shape(r.geometry) for r in group])
-        geometry = mapping(union)
-        boxes = [r.pixel_box for r in group if r.pixel_box]
-        box = (
-            (
-                min(b[0] for b in boxes),
-                min(b[1] for b in boxes),
-                max(b[2] for b in boxes),
-                max(b[3] for b in boxes),
-            )
-            if boxes
-            else None
-        )
+        mask = group[0].mask
+        for other in group[1:]:
+            mask = mask.union(other.mask)
+        if not mask.any():
+            continue
+        polygons = mask.pixel_polygons()
+        geometry = None
+        area = None
+        if crs is not None and transform is not None:
+            geometry = geo.union_geometries(geo.pixel_shapes_to_geometries(polygons, transform, crs))
+            area = mask.area_m2(transform, crs)
+        ring = [(float(x), float(y)) for x, y in polygons[0].exterior.coords] if polygons else None
         kept.append(
             Region(
                 label=label,
-                geometry=_jsonable(geometry),
-                area_m2=float(geo.area_m2(_jsonable(geometry))),
-                pixel_box=box,
+                mask=mask,
+                pixel_box=mask.bbox(),
+                pixel_polygon=ring,
+                geometry=geometry,
+                area_m2=area,
+                score=max((r.score or 0.0) for r in group) or None,
             )
         )
     if not kept:
@@ -531,24 +632,90 @@ def merge_regions(
     return kept
 
 
-def _summarise(regions: list[Region]) -> str:
-    counts: dict[str, int] = {}
+_ARTICLES = {"a", "an", "the", "some", "all", "any"}
+
+
+def _noun(label: str) -> str:
+    """'A car' -> 'car', 'the buildings' -> 'buildings'; empty -> 'region'."""
+    words = (label or "").strip().split()
+    while words and words[0].lower() in _ARTICLES:
+        words = words[1:]
+    return " ".join(words).lower() or "region"
+
+
+def _plural(noun: str) -> str:
+    """English plural of a singular noun phrase's last word (enough for object classes)."""
+    head, _, last = noun.rpartition(" ")
+    if last.endswith("y") and last[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+        plural = last[:-1] + "ies"
+    elif last.endswith(("s", "x", "z", "ch", "sh")):
+        plural = last + "es"
+    else:
+        plural = last + "s"
+    return f"{head} {plural}".strip()
+
+
+def _singular(noun: str) -> str:
+    head, _, last = noun.rpartition(" ")
+    if last.endswith("ies") and len(last) > 4:
+        last = last[:-3] + "y"
+    elif last.endswith(("ches", "shes", "sses", "xes")):
+        last = last[:-2]
+    elif last.endswith("s") and not last.endswith(("ss", "us", "is")):
+        last = last[:-1]
+    return f"{head} {last}".strip()
+
+
+def count_phrase(n: int, label: str) -> str:
+    """'12 buildings', '1 building', '3 cars' from a count and a region label."""
+    noun = _noun(label)
+    return f"{n:,} {_singular(noun) if n == 1 else _plural(_singular(noun))}"
+
+
+def _object_count(region: Region) -> int:
+    """Separate objects in a region: the parts of a stitched mask's outline, else one."""
+    if region.geometry is not None and region.geometry.get("type") == "MultiPolygon":
+        return len(region.geometry["coordinates"])
+    if isinstance(region.mask, geo.SparseMask) and region.geometry is None:
+        return max(1, len(region.mask.pixel_polygons()))
+    return 1
+
+
+def describe_large_scene(
+    regions: list[Region], windows_with_hits: int, read: int, total: int, *, from_overview: bool = False
+) -> str:
+    """One sentence for a large-scene answer: what was found, where, and how much of the scene was read.
+
+    e.g. "Found 12 buildings across 9 of 1,521 windows (visual search read the 16 most promising)."
+    """
+    counts: dict[str, tuple[int, str]] = {}
     for region in regions:
-        counts[region.label or "region"] = counts.get(region.label or "region", 0) + 1
-    return "; ".join(f"{n} × {label}" for label, n in counts.items())
+        key = _singular(_noun(region.label))
+        n, label = counts.get(key, (0, region.label))
+        counts[key] = (n + _object_count(region), label)
+    how = (
+        f"all {total:,} read at full resolution"
+        if read >= total
+        else f"visual search read the {read:,} most promising"
+    )
+    if not counts:
+        return f"Found nothing in the {read:,} of {total:,} windows read at full resolution."
+    found = _join([count_phrase(n, label) for n, label in counts.values()])
+    if from_overview:
+        return f"Found {found} on the whole-scene overview; none in the {read:,} of {total:,} windows read ({how})."
+    return f"Found {found} across {windows_with_hits:,} of {total:,} windows ({how})."
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Small helpers
 
 
-def _merge_geometries(geometries: list[dict]) -> dict:
-    if len(geometries) == 1:
-        return geometries[0]
-    from shapely.geometry import mapping, shape
-    from shapely.ops import unary_union
-
-    return _jsonable(mapping(unary_union([shape(g) for g in geometries])))
+def _merge_geometries(geometries: list[dict]) -> dict | None:
+    return geometries[0] if len(geometries) == 1 else geo.union_geometries(geometries)
 
 
 def _jsonable(value):

@@ -1,8 +1,19 @@
 """Large-scene plumbing of the assistant that needs no model: windows, visual search, merging, date labels."""
 
 import numpy as np
+import pytest
+from affine import Affine
+from shapely.geometry import Polygon, shape
 
-from rsvlm.assistant import _date_label, box_iou, merge_regions, plan_windows
+from rsvlm import geo
+from rsvlm.assistant import (
+    _date_label,
+    box_iou,
+    count_phrase,
+    describe_large_scene,
+    merge_regions,
+    plan_windows,
+)
 from rsvlm.grounding import Region
 
 
@@ -32,23 +43,67 @@ def test_box_nms_across_tiles_keeps_one_per_object():
     assert box_iou(a.pixel_box, b.pixel_box) > 0.5
 
 
-def test_masks_of_one_label_are_stitched_across_tiles():
-    def square(x0, x1):
-        ring = [[x0, 0.0], [x1, 0.0], [x1, 0.001], [x0, 0.001], [x0, 0.0]]
-        return {"type": "Polygon", "coordinates": [ring]}
+UTM = "EPSG:32633"
+GRID = Affine(2.0, 0.0, 500_000.0, 0.0, -2.0, 5_000_000.0)  # 2 m pixels
 
-    left = Region(
-        label="field", geometry=square(0.0, 0.002), mask=np.ones((2, 2), bool), pixel_box=(0, 0, 10, 10)
+
+def test_masks_of_one_label_are_stitched_across_tiles():
+    """Two overlapping windows see parts of one field; the merged region is their pixel union on the scene grid."""
+    shape_ = (700, 1000)
+    left_tile = np.zeros((128, 128), bool)
+    left_tile[30:90, 60:128] = True  # tile at (200, 250): scene cols 260-328, rows 280-340
+    right_tile = np.zeros((128, 128), bool)
+    right_tile[30:90, 0:100] = True  # tile at (312, 250): scene cols 312-412 (overlaps 312-328)
+    left = Region(label="field", mask=geo.SparseMask.from_dense(left_tile, 200, 250, shape_))
+    right = Region(label="field", mask=geo.SparseMask.from_dense(right_tile, 312, 250, shape_))
+    other = Region(label="pond", mask=geo.SparseMask.from_dense(right_tile, 600, 500, shape_))
+    merged = merge_regions([left, right, other], transform=GRID, crs=UTM)
+    assert [r.label for r in merged] == ["field", "pond"]
+    field = merged[0]
+    assert field.pixel_box == (260.0, 280.0, 412.0, 340.0)  # source pixels, not tile pixels
+    assert field.mask.count() == 152 * 60  # the 16-column overlap is counted once
+    expected = np.zeros(shape_, bool)
+    expected[280:340, 260:412] = True
+    np.testing.assert_array_equal(field.mask.to_dense(), expected)
+    # One polygon, right-hand rule, where the pixels are, with the area of the pixels (4 m² each).
+    assert field.geometry["type"] == "Polygon" and Polygon(field.geometry["coordinates"][0]).exterior.is_ccw
+    back = shape(geo.geometry_to_pixels(field.geometry, GRID, UTM)).bounds
+    np.testing.assert_allclose(back, (260, 280, 412, 340), atol=0.5)
+    assert field.area_m2 == pytest.approx(152 * 60 * 4.0, rel=0.003)  # UTM scale factor only
+    assert Polygon(field.pixel_polygon).area == pytest.approx(152 * 60)
+
+
+def test_stitched_masks_without_a_crs_keep_pixel_geometry():
+    a = Region(label="roof", mask=geo.SparseMask.from_dense(np.ones((10, 10), bool), 500, 10, (600, 800)))
+    b = Region(label="roof", mask=geo.SparseMask.from_dense(np.ones((10, 10), bool), 10, 500, (600, 800)))
+    (roof,) = merge_regions([a, b])
+    assert roof.geometry is None and roof.area_m2 is None
+    assert roof.pixel_box == (10.0, 10.0, 510.0, 510.0) and roof.mask.count() == 200
+    assert describe_large_scene([roof], 2, 4, 30) == (
+        "Found 2 roofs across 2 of 30 windows (visual search read the 4 most promising)."
     )
-    right = Region(
-        label="field", geometry=square(0.001, 0.003), mask=np.ones((2, 2), bool), pixel_box=(5, 0, 15, 10)
+
+
+def test_large_scene_text_counts_objects_and_says_how_much_was_read():
+    buildings = [Region(label="A building", pixel_box=(i * 50, 0, i * 50 + 20, 20)) for i in range(12)]
+    text = describe_large_scene(buildings, 9, 16, 1521)
+    assert text == "Found 12 buildings across 9 of 1,521 windows (visual search read the 16 most promising)."
+    mixed = [Region(label="the ship", pixel_box=(0, 0, 1, 1)), *buildings[:1]]
+    assert describe_large_scene(mixed, 1, 9, 9) == (
+        "Found 1 ship and 1 building across 1 of 9 windows (all 9 read at full resolution)."
     )
-    merged = merge_regions([left, right])
-    assert len(merged) == 1
-    assert merged[0].geometry["type"] == "Polygon"
-    assert merged[0].pixel_box == (0, 0, 15, 10)
-    # the union is 0.003° × 0.001° at the equator: about 334 m × 111 m
-    assert 35_000 < merged[0].area_m2 < 39_000
+    assert (
+        describe_large_scene([], 0, 16, 1521)
+        == "Found nothing in the 16 of 1,521 windows read at full resolution."
+    )
+    assert [count_phrase(2, w) for w in ("bus", "city", "church", "buildings", "")] == [
+        "2 buses",
+        "2 cities",
+        "2 churches",
+        "2 buildings",
+        "2 regions",
+    ]
+    assert count_phrase(1, "storage tanks") == "1 storage tank"
 
 
 class _Named:
