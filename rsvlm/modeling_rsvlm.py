@@ -318,7 +318,12 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
                 )
             return embeds
         expected = image_features.tokens_per_sample
-        if len(expected) != len(per_row) or expected != per_row:
+        if len(expected) != len(per_row):
+            raise RSVLMInputError(
+                f"the images make {len(expected)} sample(s) but input_ids has {len(per_row)} row(s): pass "
+                "num_images_per_sample (the processor returns it; a two-date sample counts 2)"
+            )
+        if expected != per_row:
             raise RSVLMInputError(
                 f"<image> tokens per sample in input_ids {per_row} differ from the image features {expected} "
                 f"({self.config.num_image_tokens} per image, plus as many change tokens for a two-date sample)"

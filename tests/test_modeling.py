@@ -436,3 +436,41 @@ def _word_id(model) -> int:
     ids = model.tokenizer(" river", add_special_tokens=False)["input_ids"]
     assert ids[0] not in model.get_processor().special_ids
     return ids[0]
+
+
+def test_two_date_generate_masks_come_from_the_change_map(tiny_model, monkeypatch):
+    _perturb_trainable(tiny_model, seed=5)
+    tiny_model.eval()
+    processor = tiny_model.get_processor()
+    before, _ = square_image(0)
+    after, _ = square_image(1)
+    prompt = processor.prompt_for_generation(PAIR_CONV[:1], [before, after])
+    assert prompt["num_images_per_sample"].tolist() == [2]
+    seg_id = tiny_model.config.seg_token_id
+    stop = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    script = iter([_word_id(tiny_model), seg_id, stop])
+    original = tiny_model.compute_logits
+
+    def scripted(hidden):
+        logits = original(hidden)
+        if hidden.ndim == 1:
+            logits = logits.clone()
+            logits[next(script)] = 1e4
+        return logits
+
+    monkeypatch.setattr(tiny_model, "compute_logits", scripted)
+    result = tiny_model.generate(**prompt, max_new_tokens=8)
+    monkeypatch.undo()
+    assert result.masks[0].shape == (1, 64, 64)
+    full = torch.cat([prompt["input_ids"], result.sequences], dim=1)
+    with torch.no_grad():
+        forced = tiny_model(input_ids=full, pixel_values=prompt["pixel_values"], num_images_per_sample=[2])
+        swapped = tiny_model(
+            input_ids=full, pixel_values=prompt["pixel_values"].flip(0), num_images_per_sample=[2]
+        )
+    torch.testing.assert_close(forced.pred_masks[0], result.masks[0], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(swapped.pred_masks[0], result.masks[0], atol=1e-3)  # date order matters
+
+    # two images without num_images_per_sample read as two one-image samples: the error says what to pass
+    with pytest.raises(RSVLMInputError, match="num_images_per_sample"):
+        tiny_model(input_ids=full, pixel_values=prompt["pixel_values"])
