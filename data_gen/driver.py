@@ -270,6 +270,8 @@ def run_shard(cfg: GenConfig, shard: Shard, loader: Loader) -> dict[str, Any]:
             stats["tiles_empty"] += 1
             continue
         tile.block = tile.block or ref.block
+        for v, n in tile.unknown_values.items():  # read_labels already mapped them to ignore
+            stats["unknown_values"][str(v)] += n
         samples = run_tasks(tile, cfg.tasks, cfg.seed)
         if cfg.paraphrase and samples:
             from data_gen.paraphrase import paraphrase_samples

@@ -76,6 +76,9 @@ class Tile:
     weak: bool = False
     # Spatial block the tile belongs to (for train/val/test splits that do not leak places).
     block: str = ""
+    # Label values the taxonomy does not know, {value: pixels} on this tile (both dates), before they were mapped
+    # to the ignore value: the dataset card reports them so a wrong --taxonomy is visible.
+    unknown_values: dict[int, int] = field(default_factory=dict)
 
     @property
     def height(self) -> int:

@@ -62,8 +62,16 @@ def _warn_once(scene: Scene, path: str, msg: str, *args) -> None:
         log.warning(msg, *args)
 
 
-def read_labels(path: str, grid: Grid, scene: Scene, tax: Taxonomy, tile_id: str) -> np.ndarray:
-    """Label values on ``grid``; pixels off the raster, nodata and unknown values become the ignore value."""
+def read_labels(
+    path: str,
+    grid: Grid,
+    scene: Scene,
+    tax: Taxonomy,
+    tile_id: str,
+    unknown_counts: dict[int, int] | None = None,
+) -> np.ndarray:
+    """Label values on ``grid``; pixels off the raster, nodata and unknown values become the ignore value
+    (unknown values are logged once per file and added to ``unknown_counts``)."""
     ds = _dataset(path)
     ignore = tax.ignore_values[0]
     raw = read_onto(ds, [1], grid, scene.grid, Resampling.nearest, fill=ignore, dtype="int64")[0]  # [H, W]
@@ -73,6 +81,9 @@ def read_labels(path: str, grid: Grid, scene: Scene, tax: Taxonomy, tile_id: str
         unknown &= raw != ds.nodata
     if unknown.any():
         vals, counts = np.unique(raw[unknown], return_counts=True)
+        if unknown_counts is not None:
+            for v, c in zip(vals.tolist(), counts.tolist()):
+                unknown_counts[int(v)] = unknown_counts.get(int(v), 0) + int(c)
         report = ", ".join(f"{v}: {c} px" for v, c in zip(vals[:20].tolist(), counts[:20].tolist()))
         _warn_once(scene, path, "%s has label values not in taxonomy %s (first seen in tile %s): {%s}; "
                    "treated as ignore (%d)", path, tax.name, tile_id, report, ignore)  # fmt: skip
@@ -213,8 +224,9 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
 
     ignore = tax.ignore_values[0]
     labels = labels2 = change = None
+    unknown: dict[int, int] = {}
     if scene.labels:
-        labels = read_labels(scene.labels, grid, scene, tax, ref.id)
+        labels = read_labels(scene.labels, grid, scene, tax, ref.id, unknown)
         labels[~valid] = ignore
     image2 = None
     raw2: dict[str, np.ndarray] = {}
@@ -227,7 +239,7 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         if labels is not None:
             labels[~valid2] = ignore
     if scene.labels2:
-        labels2 = read_labels(scene.labels2, grid, scene, tax, ref.id)
+        labels2 = read_labels(scene.labels2, grid, scene, tax, ref.id, unknown)
         labels2[~valid] = ignore
         change = change_from_labels(labels, labels2, tax)
     if scene.change_mask:
@@ -307,6 +319,7 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         license=license_,
         weak=weak,
         block=ref.block,
+        unknown_values=unknown,
     )
     if cfg.synthetic_change and "change" in cfg.tasks and tile.image2 is None and tile.change is None:
         # Seeded by the run's seed and the tile id, so a tile gets the same edits in any worker or rerun.

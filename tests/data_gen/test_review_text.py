@@ -140,3 +140,26 @@ def test_naip_pair_gets_weak_change_and_dates() -> None:
     samples = run_tasks(tile, ["change"], 0)
     assert samples and samples[0].conversations[0]["content"].startswith("Image 1 (2009-08-18): <image>")
     assert "other" not in " ".join(t["content"] for s in samples for t in s.conversations).split()
+
+
+def test_unknown_label_values_reach_the_card(tmp_path) -> None:
+    """read_labels maps unknown values to ignore, so the card used to say 'none' even for a wrong taxonomy."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from data_gen.driver import build_dataset
+
+    lab = np.full((64, 64), 6, np.uint8)
+    lab[:20, :20] = 9  # not a LoveDA class
+    profile = dict(driver="GTiff", width=64, height=64, dtype="uint8", crs="EPSG:32633",
+                   transform=from_origin(500000, 5000000, 1, 1))  # fmt: skip
+    with rasterio.open(tmp_path / "img.tif", "w", count=3, **profile) as d:
+        d.write(np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8))
+    with rasterio.open(tmp_path / "lab.tif", "w", count=1, **profile) as d:
+        d.write(lab[None])
+    cfg = GenConfig(image=str(tmp_path / "img.tif"), labels=str(tmp_path / "lab.tif"), taxonomy="loveda",
+                    tile_size=64, tasks=("caption",), out=str(tmp_path / "ds"))  # fmt: skip
+    tile = load_tile(cfg, plan_tiles(cfg)[0])
+    assert tile.unknown_values == {9: 400} and not (tile.labels == 9).any()
+    card = (build_dataset(cfg) / "README.md").read_text()
+    assert "Unknown label values (not in the taxonomy): 9 (400 px)" in card
