@@ -427,8 +427,13 @@ class Session:
         size = self.assistant.image_size
         overview_answer = self._ask_window(question, [overview], max_new_tokens=max_new_tokens, remember=True)
         height, width = overview.source_shape  # type: ignore[misc]
-        # Source pixels -> CRS (no CRS: source pixels -> source pixels, the identity).
-        grid_transform = overview.transform @ ~overview.pixel_transform
+        # Source pixels -> CRS (no CRS: the identity). From the file's header when there is one: undoing the
+        # overview's decimation in floating point would give -0.9999999999 for -1.
+        grid_transform = (
+            geo.inspect_raster(overview.path).transform
+            if overview.path is not None
+            else overview.transform @ ~overview.pixel_transform
+        )
         windows = plan_windows(width, height, size, self.assistant.tile_overlap)
         chosen = choose_windows(windows, overview_answer.regions, overview, self.assistant.max_tiles)
         logger.info("large scene %dx%d: %d windows, reading %d", width, height, len(windows), len(chosen))

@@ -107,7 +107,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
         images = None  # the session keeps the images (and their features) for later turns
         print(f"rsvlm> {answer.text}")
         for region in answer.regions:
-            print(f"  - {region.label or '(region)'}: box {region.pixel_box} area_m2 {region.area_m2}")
+            box = (
+                ""
+                if region.pixel_box is None
+                else " box [" + ", ".join(f"{v:.0f}" for v in region.pixel_box) + "]"
+            )
+            area = (
+                ""
+                if region.area_m2 is None
+                else f" area {region.area_m2:,.0f} m² ({region.area_m2 / 1e4:.2f} ha)"
+            )
+            print(f"  - {region.label or '(region)'}:{box}{area}")
         for warning in answer.warnings:
             print(f"  ! {warning}", file=sys.stderr)
     return 0

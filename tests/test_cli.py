@@ -108,3 +108,131 @@ def test_subcommands_owned_by_later_issues_say_so(capsys):
 def test_delegated_subcommands_get_their_own_flags(capsys):
     assert main(["gen", "--help"]) == 0
     assert "--tile-size" in capsys.readouterr().out
+
+
+def _copy_as(src_path: Path, dst_path: Path, driver: str, **options) -> Path:
+    import rasterio
+
+    with rasterio.open(src_path) as src:
+        profile = {**src.profile, "driver": driver, **options}
+        for key in ("tiled", "blockxsize", "blockysize", "interleave", "compress"):
+            profile.pop(key, None)
+        profile.update(options)
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(src.read())
+    return dst_path
+
+
+@pytest.mark.parametrize("driver, suffix", [("COG", ".tif"), ("JP2OpenJPEG", ".jp2")])
+def test_cog_and_jpeg2000_are_read_and_answered(checkpoint, tmp_path, driver, suffix, capsys):
+    import rasterio
+
+    path = _copy_as(NAIP_2020, tmp_path / f"naip{suffix}", driver)
+    with rasterio.open(path) as src:
+        assert src.driver == ("GTiff" if driver == "COG" else driver)  # a COG is a GeoTIFF to readers
+    geojson = tmp_path / "a.geojson"
+    code = main(ask(checkpoint, str(path), "-q", "Describe this image.", "--geojson", str(geojson)))
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["crs"] == "EPSG:26914" and printed["image_shape"] == [256, 256]
+    with rasterio.open(NAIP_2020) as src:
+        assert printed["transform"] == pytest.approx(list(src.transform)[:6])
+    assert json.loads(geojson.read_text())["type"] == "FeatureCollection"
+
+
+def test_bands_flag_takes_a_preset_or_band_indexes(checkpoint, fixtures, capsys):
+    from rsvlm.cli import _parse_bands
+
+    assert _parse_bands("4,3,2") == [4, 3, 2] and _parse_bands(" 4, 3 ,2") == [4, 3, 2]
+    assert _parse_bands("rgbn") == "rgbn" and _parse_bands(None) is None
+    rgbn = str(fixtures["rgbn_uint16"])
+    assert main(ask(checkpoint, rgbn, "-q", "Describe.", "--bands", "4,1,2")) == 0  # false colour by index
+    assert main(ask(checkpoint, rgbn, "-q", "Describe.", "--bands", "rgbn")) == 0
+    capsys.readouterr()
+    assert main(ask(checkpoint, rgbn, "-q", "Describe.", "--bands", "s2-l1c")) == 2
+    assert "needs 13 bands" in capsys.readouterr().err
+    assert main(ask(checkpoint, rgbn, "-q", "Describe.", "--bands", "4,3,9")) == 2
+    assert "1..4" in capsys.readouterr().err
+
+
+def test_chat_answers_each_line_until_an_empty_one(checkpoint, monkeypatch, capsys):
+    import io
+
+    from rsvlm.assistant import Session
+
+    sessions: list[Session] = []
+    original = Session.__init__
+
+    def remember(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        sessions.append(self)
+
+    monkeypatch.setattr(Session, "__init__", remember)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Describe this image.\nAnd the roads?\n\nnever asked\n"))
+    code = main(["chat", str(NAIP_2020), "--model", checkpoint, "--max-new-tokens", "4"])
+    out = capsys.readouterr()
+    assert code == 0 and out.out.count("rsvlm> ") == 2
+    (session,) = sessions
+    assert [m["role"] for m in session.history] == ["user", "assistant"] * 2
+    assert session.encode_count == 1  # the second turn reuses the encoded image
+    assert "never asked" not in str(session.history)
+
+
+def test_chat_ends_on_end_of_input_and_bad_images_are_one_line(checkpoint, fixtures, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Describe.\n"))  # no empty line: EOF ends it
+    assert main(["chat", str(NAIP_2020), "--model", checkpoint, "--max-new-tokens", "2"]) == 0
+    assert capsys.readouterr().out.count("rsvlm> ") == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("Describe.\n"))
+    assert main(["chat", str(fixtures["empty"]), "--model", checkpoint]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rsvlm chat: error:") and "0 bytes" in err[-1]
+
+
+def test_large_scene_mask_geotiff_is_written_on_the_source_grid(checkpoint, tmp_path, monkeypatch, capsys):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from test_assistant import scripted
+
+    from rsvlm.assistant import Assistant
+
+    scene = tmp_path / "big.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=900, height=600, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 5000000, 1, 1)) as dst:  # fmt: skip
+        dst.write(np.random.default_rng(0).integers(1, 255, (3, 600, 900), dtype=np.uint8))
+    model_mask = np.zeros((128, 128), bool)
+    model_mask[30:50, 20:60] = True
+    real = Assistant.from_pretrained.__func__
+
+    def from_pretrained(cls, *args, **kwargs):
+        assistant = real(cls, *args, **kwargs)
+        scripted(assistant, "The <p>field</p> [SEG].", masks=[model_mask])
+        return assistant
+
+    monkeypatch.setattr(Assistant, "from_pretrained", classmethod(from_pretrained))
+    out, mask = tmp_path / "a.json", tmp_path / "mask.tif"
+    assert (
+        main(
+            ask(
+                checkpoint,
+                str(scene),
+                "-q",
+                "Outline the fields.",
+                "--out",
+                str(out),
+                "--mask-tif",
+                str(mask),
+            )
+        )
+        == 0
+    )
+    answer = json.loads(out.read_text())
+    assert answer["image_shape"] == [600, 900] and answer["tiles"] == 16
+    with rasterio.open(mask) as src, rasterio.open(scene) as ref:
+        assert src.shape == ref.shape and src.transform == ref.transform and src.crs == ref.crs
+        written = src.read(1)
+    assert written.max() == 1 and written.sum() == answer["regions"][0]["mask_pixels"]
+    x1, y1, x2, y2 = answer["regions"][0]["pixel_box"]
+    rows, cols = np.nonzero(written)
+    assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x1, y1, x2, y2)
