@@ -593,12 +593,21 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **config_overrides):
-        """Rebuild on the offline backbones named in ``config.json`` and load the trainable tensors (strict)."""
+        """Rebuild on the offline backbones named in ``config.json`` and load the trainable tensors (strict).
+
+        ``config_overrides`` replace config fields (for example ``load_in_4bit=False`` to run a QLoRA checkpoint
+        on CPU); an unknown name is an error rather than silently ignored.
+        """
         directory = Path(pretrained_model_name_or_path)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise RSVLMInputError(f"{directory} holds no {WEIGHTS_NAME}; it is not an rsvlm checkpoint")
-        config = RSVLMConfig.from_pretrained(directory, **config_overrides)
+        config, unused = RSVLMConfig.from_pretrained(directory, return_unused_kwargs=True, **config_overrides)
+        if unused:
+            raise RSVLMInputError(
+                f"unknown config override(s) {sorted(unused)}; RSVLMConfig documents the fields"
+            )
+        config.validate_rsvlm()  # overrides are set after the config's own checks ran
         model = cls(config)
         state = load_file(weights, device=str(model.new_token_embed.device))
         model.load_trainable_state_dict(state)

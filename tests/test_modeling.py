@@ -474,3 +474,10 @@ def test_two_date_generate_masks_come_from_the_change_map(tiny_model, monkeypatc
     # two images without num_images_per_sample read as two one-image samples: the error says what to pass
     with pytest.raises(RSVLMInputError, match="num_images_per_sample"):
         tiny_model(input_ids=full, pixel_values=prompt["pixel_values"])
+
+
+def test_from_pretrained_overrides_are_checked(tiny_checkpoint):
+    with pytest.raises(RSVLMInputError, match="llm_dtyp"):
+        RSVLMForConditionalGeneration.from_pretrained(tiny_checkpoint, llm_dtyp="bfloat16")  # a typo
+    with pytest.raises(ValueError, match="multiple of 8"):
+        RSVLMForConditionalGeneration.from_pretrained(tiny_checkpoint, image_size=100)
