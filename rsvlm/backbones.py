@@ -90,12 +90,19 @@ def load_llm(
         kwargs["dtype"] = dtype
     if load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config(dtype)
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = _kbit_device_map()
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model.requires_grad_(False)
     model.eval()
     return model, tokenizer
+
+
+def _kbit_device_map() -> dict[str, int]:
+    """The whole quantised LLM on this process's GPU: ``LOCAL_RANK`` under accelerate/torchrun, else the current
+    device (bitsandbytes quantises while loading, so the model cannot be moved to another GPU afterwards)."""
+    rank = os.environ.get("LOCAL_RANK")
+    return {"": int(rank) if rank is not None else torch.cuda.current_device()}
 
 
 def _four_bit_config(dtype: torch.dtype | None):

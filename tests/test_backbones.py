@@ -458,3 +458,9 @@ def test_real_minilm_similarity():
     assert vectors.shape == (3, 384)
     building_house, building_water = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
     assert building_house > building_water + 0.1
+
+
+def test_4bit_device_map_follows_the_local_rank(monkeypatch):
+    # Under accelerate/torchrun every process must quantise onto its own GPU, not all onto GPU 0
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert backbones._kbit_device_map() == {"": 3}
