@@ -236,10 +236,16 @@ class RSVLMProcessor:
             header = self.render(conversation[:index], add_generation_prompt=True) if index else ""
             if text.startswith(header):
                 cursor = max(cursor, len(header))
-            start = text.find(message["content"], cursor)
+            reply = message["content"]
+            start = text.find(reply, cursor)
+            if start < 0 and reply.strip():  # templates such as Llama 3's write the reply trimmed
+                reply = reply.strip()
+                start = text.find(reply, cursor)
             if start < 0:
-                raise ProcessorInputError("could not locate an assistant reply in the rendered chat template")
-            end = start + len(message["content"])
+                raise ProcessorInputError(
+                    f"could not locate assistant reply {index} in the rendered chat template: {reply[:60]!r}"
+                )
+            end = start + len(reply)
             if text.startswith(self.end_of_turn, end):
                 end += len(self.end_of_turn)
             spans.append((start, end))

@@ -261,3 +261,14 @@ def test_real_smollm2_template_tokens_and_labels(smollm2_processor):
     assert text.endswith(
         "<|im_start|>user\n" + "<image>" * N + "\nSegment the roofs.<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_labels_with_a_template_that_trims_replies(processor):
+    # Llama 3's template writes `message['content'] | trim`: a reply with outer whitespace is still found
+    processor.chat_template = (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] | trim "
+        "+ '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    conversation = [{"role": "user", "content": " Hi "}, {"role": "assistant", "content": " Yes.\n"}]
+    batch = processor([conversation])
+    assert labelled_text(processor, batch["input_ids"][0], batch["labels"][0]) == "Yes.<|im_end|>"
