@@ -271,6 +271,8 @@ class Session:
             self.dates = dates or (_date_label(loaded[0], 1), _date_label(loaded[1], 2))
         self.images = loaded
         self.history.clear()  # a new image starts a new conversation
+        # ...and drops the old features: an in-memory upload has no path, so two of the same size would share a key.
+        self._features.clear()
 
     def _load(self, image, bands) -> geo.GeoImage:
         if isinstance(image, geo.GeoImage):

@@ -286,3 +286,14 @@ def test_large_scene_held_in_memory_is_tiled_from_the_array(assistant):
 def test_feature_cache_covers_the_tile_budget(tiny_checkpoint):
     assert Assistant.from_pretrained(tiny_checkpoint, max_tiles=16).session()._cache_size == 18
     assert Assistant.from_pretrained(tiny_checkpoint, max_tiles=1).session()._cache_size == 4
+
+
+def test_a_new_in_memory_image_is_encoded_again(assistant):
+    """Uploads have no path: a second one of the same size must not get the first one's features."""
+    rng = np.random.default_rng(4)
+    session = assistant.session()
+    for _ in range(2):
+        session.ask(
+            "Describe.", images=[geo.GeoImage.from_array(rng.integers(0, 255, (64, 64, 3)))], max_new_tokens=2
+        )
+    assert session.encode_count == 2
