@@ -503,9 +503,13 @@ class Session:
         """A window of the scene at full resolution: sliced from memory when the session holds the whole scene
         (an in-memory upload), else read from the file (nodata windows come back empty, not as errors)."""
         image = self.images[0]
+        if image.scene_stretch is None:  # windows take the overview's stretch, so they look like one scene
+            image.scene_stretch = image.band_stretch_limits()
         full = image.scale == 1 and image.window == (0, 0, image.width, image.height)
         if image.path is not None and not full:
-            return geo.read_image(image.path, bands=self.bands, window=window, allow_empty=True)
+            tile = geo.read_image(image.path, bands=self.bands, window=window, allow_empty=True)
+            tile.scene_stretch = image.scene_stretch
+            return tile
         x, y, w, h = window
         from affine import Affine
 
@@ -520,6 +524,7 @@ class Session:
             source_shape=image.source_shape,
             preset=image.preset,
             nodata=image.nodata,
+            scene_stretch=image.scene_stretch,
         )
 
 

@@ -284,23 +284,45 @@ def canonical_composite(name: str) -> str:
     return key
 
 
-def stretch(
+def stretch_limits(
     band: np.ndarray, valid: np.ndarray, low: float = 2.0, high: float = 98.0, max_samples: int = 1_000_000
-) -> np.ndarray:
-    """One band [H, W] -> [0, 1] between its ``low`` and ``high`` percentiles over valid pixels; invalid -> 0.
+) -> tuple[float, float] | None:
+    """The ``low``/``high`` percentiles of a band's valid pixels (None when it has none).
 
     Percentiles come from at most ``max_samples`` evenly strided valid pixels, so a 64 Mpx band costs the same as
-    a 1 Mpx one. A constant band maps to 0.5 (there is nothing to stretch, but it is not black).
+    a 1 Mpx one. A band whose percentiles meet falls back to its min and max.
     """
     values = band[valid]
-    out = np.zeros(band.shape, dtype=np.float32)
     if values.size == 0:
-        return out
+        return None
     if values.size > max_samples:
         values = values[:: values.size // max_samples + 1]
     lo, hi = np.percentile(values, [low, high])
     if not hi > lo:
         lo, hi = float(values.min()), float(values.max())
+    return float(lo), float(hi)
+
+
+def stretch(
+    band: np.ndarray,
+    valid: np.ndarray,
+    low: float = 2.0,
+    high: float = 98.0,
+    max_samples: int = 1_000_000,
+    limits: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """One band [H, W] -> [0, 1] between its ``low`` and ``high`` percentiles over valid pixels; invalid -> 0.
+
+    ``limits`` (lo, hi) replaces the band's own percentiles: windows of one scene are stretched with the scene's
+    limits so that they look alike (and like the overview) to the model. A constant band maps to 0.5 (there is
+    nothing to stretch, but it is not black).
+    """
+    out = np.zeros(band.shape, dtype=np.float32)
+    if limits is None:
+        limits = stretch_limits(band, valid, low, high, max_samples)
+    if limits is None:
+        return out
+    lo, hi = limits
     if not hi > lo:
         out[valid] = 0.5
         return out
@@ -345,20 +367,28 @@ def colour_ramp(index: np.ndarray, name: str) -> np.ndarray:
     return rgb  # [3, H, W]
 
 
-def render_composite(data: np.ndarray, valid: np.ndarray, names: Sequence[str], name: str) -> np.ndarray:
-    """``data`` [C, H, W] raw values -> composite ``name`` as float32 [3, H, W] in [0, 1]."""
+def render_composite(
+    data: np.ndarray,
+    valid: np.ndarray,
+    names: Sequence[str],
+    name: str,
+    limits: Sequence[tuple[float, float] | None] | None = None,
+) -> np.ndarray:
+    """``data`` [C, H, W] raw values -> composite ``name`` as float32 [3, H, W] in [0, 1]; ``limits`` per band
+    (see ``stretch``) replace each band's own percentiles."""
     key = canonical_composite(name)
     if key in INDICES:
         return colour_ramp(spectral_index(data, valid, names, key), key)
+    band_limits = list(limits) if limits is not None else [None] * data.shape[0]
     if key == "grey":
-        grey = stretch(data[0], valid)
+        grey = stretch(data[0], valid, limits=band_limits[0])
         return np.stack([grey, grey, grey])
     picks = [band_index(names, n) for n in COMPOSITES[key]]
     if any(p is None for p in picks):
         raise RasterError(
             f"the {key} composite needs bands {list(COMPOSITES[key])}; this image has {list(names)}"
         )
-    return np.stack([stretch(data[p], valid) for p in picks])  # type: ignore[index]
+    return np.stack([stretch(data[p], valid, limits=band_limits[p]) for p in picks])  # type: ignore[index]
 
 
 def default_composite(names: Sequence[str]) -> str | None:

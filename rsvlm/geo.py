@@ -63,6 +63,7 @@ from rsvlm.bands import (
     resolve_bands,
     spectral_index,
     stretch,
+    stretch_limits,
 )
 
 __all__ = [
@@ -261,6 +262,9 @@ class GeoImage:
     preset: str | None = None
     nodata: float | None = None
     warnings: list[str] = field(default_factory=list)
+    # Per-band (lo, hi) limits used instead of this read's own percentiles, so that windows of one scene are
+    # stretched alike (see ``band_stretch_limits``; the assistant sets them from a large scene's overview).
+    scene_stretch: list[tuple[float, float] | None] | None = None
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3:
@@ -351,13 +355,20 @@ class GeoImage:
             composite = default_composite(names)
         else:
             composite = canonical_composite(preset)
+        limits = self.scene_stretch or [None] * self.count
         if composite is None:  # unnamed bands: the first three, each stretched
-            return np.stack([stretch(self.data[i], self.valid) for i in range(3)])
-        return render_composite(self.data, self.valid, names, composite)
+            return np.stack([stretch(self.data[i], self.valid, limits=limits[i]) for i in range(3)])
+        return render_composite(self.data, self.valid, names, composite, limits)
+
+    def band_stretch_limits(self) -> list[tuple[float, float] | None]:
+        """This read's per-band 2-98 % limits, to pass on to windows of the same scene."""
+        return [stretch_limits(band, self.valid) for band in self.data]
 
     def composite(self, name: str) -> np.ndarray:
         """A named composite as float32 [3, H, W] in [0, 1] (see ``rsvlm.bands``)."""
-        return render_composite(self.data, self.valid, self.band_names, canonical_composite(name))
+        return render_composite(
+            self.data, self.valid, self.band_names, canonical_composite(name), self.scene_stretch
+        )
 
     def index(self, name: str) -> np.ndarray:
         """The raw spectral index (``ndvi`` / ``ndwi``) float32 [H, W] in [-1, 1], NaN where invalid."""
@@ -373,9 +384,11 @@ class GeoImage:
         if n == 4:
             picks = [band_index(self.band_names, b) for b in ("red", "green", "blue", "nir")]
             if all(p is not None for p in picks):
-                return np.stack([stretch(self.data[p], self.valid) for p in picks])  # type: ignore[index]
+                limits = self.scene_stretch or [None] * self.count
+                return np.stack([stretch(self.data[p], self.valid, limits=limits[p]) for p in picks])  # type: ignore[index]
         if n == self.count:
-            return np.stack([stretch(band, self.valid) for band in self.data])
+            limits = self.scene_stretch or [None] * self.count
+            return np.stack([stretch(b, self.valid, limits=lim) for b, lim in zip(self.data, limits)])
         raise RasterError(
             f"the model expects {n} bands but {self._name} has {self.count} ({', '.join(self.band_names)})"
         )

@@ -787,3 +787,16 @@ def test_write_masks_geotiff_refuses_mixed_grids_and_nothing(tmp_path):
     with pytest.raises(geo.RasterError, match="different grids"):
         geo.write_masks_geotiff(tmp_path / "m.tif", [np.ones((4, 4)), np.ones((5, 4))], transform, crs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scene_stretch_limits_replace_a_windows_own_percentiles():
+    from rsvlm.geo import GeoImage
+
+    data = np.tile(np.linspace(0, 100, 50, dtype=np.float32), (3, 50, 1))  # a dim, low-contrast window
+    window = GeoImage.from_array(data, band_names=["red", "green", "blue"])
+    assert window.rgb().max() == pytest.approx(1.0)  # on its own it is stretched to full contrast
+    window.scene_stretch = [(0.0, 200.0)] * 3  # the scene it belongs to is twice as bright
+    assert window.rgb().max() == pytest.approx(0.5)
+    assert window.bands_for_model(3).max() == pytest.approx(0.5)
+    limits = GeoImage.from_array(data * 2, band_names=["red", "green", "blue"]).band_stretch_limits()
+    assert limits[0] == pytest.approx((4.0, 196.0), abs=1.0)
