@@ -15,6 +15,12 @@ from transformers import PretrainedConfig
 DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")
 
 
+DEFAULT_SYSTEM_PROMPT = (
+    "You are rsvlm, an assistant for satellite and aerial images. Answer about the image you are shown; "
+    "when asked where things are, mark them with boxes, oriented boxes or masks."
+)
+
+
 class RSVLMConfig(PretrainedConfig):
     r"""Configuration for [`RSVLMForConditionalGeneration`].
 
@@ -34,6 +40,9 @@ class RSVLMConfig(PretrainedConfig):
         load_in_4bit: load the LLM through bitsandbytes (QLoRA); needs a CUDA GPU.
         llm_dtype: dtype name for the frozen LLM (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps
             the checkpoint's default. The trainable heads always run in float32.
+        system_prompt: the system turn the processor puts first when a conversation has none, in training and
+            at inference alike (so the model learns who it is: SmolLM2's template would otherwise call it
+            "SmolLM"); ``""`` leaves the chat template's own default. It must not hold ``<image>`` or ``[SEG]``.
         image_token_id / seg_token_id: filled in when the model is built (ids of ``<image>`` / ``[SEG]``).
     """
 
@@ -58,6 +67,7 @@ class RSVLMConfig(PretrainedConfig):
     dice_weight: float = 0.5
     load_in_4bit: bool = False
     llm_dtype: str | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
     image_token_id: int | None = None
     seg_token_id: int | None = None
 
@@ -75,6 +85,8 @@ class RSVLMConfig(PretrainedConfig):
 
     def validate_rsvlm(self) -> None:
         """Fail early, with a sentence a user understands, on values the model cannot be built from."""
+        if "<image>" in (self.system_prompt or "") or "[SEG]" in (self.system_prompt or ""):
+            raise ValueError("system_prompt must not contain <image> or [SEG]: they would count as inputs")
         side = math.isqrt(self.num_image_tokens) if self.num_image_tokens > 0 else 0
         if side * side != self.num_image_tokens:
             raise ValueError(

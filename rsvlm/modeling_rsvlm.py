@@ -224,7 +224,7 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
 
     def get_processor(self) -> RSVLMProcessor:
         """A processor on this model's tokenizer (same ``<image>`` / ``[SEG]`` ids) and image settings."""
-        return RSVLMProcessor(self.tokenizer, self.config.image_size, self.config.num_image_tokens)
+        return RSVLMProcessor.from_model(self)
 
     def train(self, mode: bool = True) -> RSVLMForConditionalGeneration:
         # Frozen backbones stay in inference mode; only LoRA's dropout follows the training flag.

@@ -138,10 +138,13 @@ def _to_chw_float(image: Any) -> torch.Tensor:
 class RSVLMProcessor:
     """Tokenizer (with ``<image>`` and ``[SEG]`` added) + image resize/pad + chat formatting + label masking."""
 
-    def __init__(self, tokenizer, image_size: int = 256, num_image_tokens: int = 64) -> None:
+    def __init__(
+        self, tokenizer, image_size: int = 256, num_image_tokens: int = 64, system_prompt: str = ""
+    ) -> None:
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
         self.num_image_tokens = int(num_image_tokens)
+        self.system_prompt = system_prompt or ""
         add_special_tokens(tokenizer)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.seg_token_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
@@ -198,6 +201,8 @@ class RSVLMProcessor:
                 raise ProcessorInputError(
                     f"each message needs role system|user|assistant and str content: {message}"
                 )
+        if self.system_prompt and (not conversation or conversation[0]["role"] != "system"):
+            conversation = [{"role": "system", "content": self.system_prompt}, *conversation]
         return self.tokenizer.apply_chat_template(
             conversation,
             chat_template=self.chat_template,
@@ -383,14 +388,19 @@ class RSVLMProcessor:
     @classmethod
     def from_model(cls, model) -> RSVLMProcessor:
         """The processor matching a built model (its tokenizer, image size and token count)."""
-        return cls(model.tokenizer, model.config.image_size, model.config.num_image_tokens)
+        config = model.config
+        return cls(model.tokenizer, config.image_size, config.num_image_tokens, config.system_prompt)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Tokenizer files + ``processor_config.json`` (written atomically)."""
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory)
-        config = {"image_size": self.image_size, "num_image_tokens": self.num_image_tokens}
+        config = {
+            "image_size": self.image_size,
+            "num_image_tokens": self.num_image_tokens,
+            "system_prompt": self.system_prompt,
+        }
         _atomic_write_text(directory / PROCESSOR_CONFIG, json.dumps(config, indent=2) + "\n")
 
     @classmethod
@@ -405,7 +415,12 @@ class RSVLMProcessor:
             )
         config = json.loads(config_path.read_text())
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        return cls(tokenizer, image_size=config["image_size"], num_image_tokens=config["num_image_tokens"])
+        return cls(
+            tokenizer,
+            image_size=config["image_size"],
+            num_image_tokens=config["num_image_tokens"],
+            system_prompt=config.get("system_prompt", ""),
+        )
 
 
 class ProcessorOutput(dict):

@@ -272,3 +272,19 @@ def test_labels_with_a_template_that_trims_replies(processor):
     conversation = [{"role": "user", "content": " Hi "}, {"role": "assistant", "content": " Yes.\n"}]
     batch = processor([conversation])
     assert labelled_text(processor, batch["input_ids"][0], batch["labels"][0]) == "Yes.<|im_end|>"
+
+
+def test_system_prompt_goes_first_unless_the_conversation_brings_its_own(tiny_tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from rsvlm.processing_rsvlm import RSVLMProcessor
+
+    processor = RSVLMProcessor(
+        AutoTokenizer.from_pretrained(tiny_tokenizer_dir), 64, 4, system_prompt="You are rsvlm."
+    )
+    text = processor.render([{"role": "user", "content": "Hi"}])
+    assert text.startswith("<|im_start|>system\nYou are rsvlm.<|im_end|>")
+    own = processor.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert "You are rsvlm." not in own and "Be brief." in own
+    processor.save_pretrained(tmp_path)
+    assert RSVLMProcessor.from_pretrained(tmp_path).system_prompt == "You are rsvlm."
