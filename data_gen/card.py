@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from data_gen.config import GenConfig
+from rsvlm.atomic import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +75,9 @@ def _plot(stats: dict[str, Any], path: Path) -> None:
     ax2.set_title("class balance (% of labelled pixels)")
     ax2.tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_card(out: str | Path, cfg: GenConfig | None = None) -> Path:
@@ -138,8 +135,5 @@ def write_card(out: str | Path, cfg: GenConfig | None = None) -> Path:
         SCHEMA,
     ]
     path = out / "README.md"
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -23,9 +23,7 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,6 +38,7 @@ from data_gen.config import GenConfig, TileRef
 from data_gen.tasks import regions, run_tasks
 from data_gen.tasks.builder import tile_rasters
 from data_gen.tile import Sample, Tile
+from rsvlm.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -226,14 +225,8 @@ def _fingerprint(cfg: GenConfig, shards: list[Shard]) -> dict[str, Any]:
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +51,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.polygon import orient
 from shapely.ops import unary_union
 
+from rsvlm.atomic import atomic_path
 from rsvlm.bands import (
     PRESETS,
     RasterError,
@@ -1299,35 +1299,20 @@ class SparseMask:
 # Writing
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the destination's folder; on success move it onto ``path`` (``os.replace``),
-    on failure delete it. A missing folder raises ``RasterError`` naming it, and nothing is written."""
+    """``rsvlm.atomic.atomic_path`` with the user's mistakes as ``RasterError``: a missing folder (named, nothing
+    is written), a folder given as the output, a folder we cannot write in."""
     target = Path(path)
     folder = target.parent
     if not folder.is_dir():
         raise RasterError(f"output folder {folder} does not exist; create it first (nothing was written)")
     if target.is_dir():
         raise RasterError(f"output path {target} is a folder")
-    try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
-    except OSError as e:
-        raise RasterError(f"cannot write in {folder} ({e.strerror})") from e
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    if not os.access(folder, os.W_OK):
+        raise RasterError(f"cannot write in {folder} (permission denied)")
+    with atomic_path(target) as tmp:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_mask_geotiff(

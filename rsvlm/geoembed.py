@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsvlm.atomic import atomic_path
+
 # Metadata arrays of v3.npz: they describe the constructor arguments and are checked, not loaded as weights.
 _NPZ_METADATA = {"embed_dim": "embed_dim", "base_channels": "width", "pool_size": "pool_size"}
 
@@ -182,6 +184,5 @@ def save_npz(model: GeoEmbedResNet, path: str | os.PathLike) -> None:
     arrays["fc.weight"] = arrays["fc.weight"].T.copy()
     for key, attribute in _NPZ_METADATA.items():
         arrays[key] = np.array([getattr(model, attribute)], dtype=np.int32)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)

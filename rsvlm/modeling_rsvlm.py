@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
 from rsvlm import backbones
+from rsvlm.atomic import atomic_path, write_text_atomic
 from rsvlm.configuration_rsvlm import RSVLMConfig
 from rsvlm.losses import dice_loss, sigmoid_ce_loss
 from rsvlm.mask_decoder import LightMaskDecoder, SamMaskDecoderAdapter
@@ -579,16 +579,10 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.trainable_state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata={"format": "pt", "model_type": "rsvlm"})
-            os.replace(tmp, directory / WEIGHTS_NAME)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "model_type": "rsvlm"})
         self.config.architectures = [type(self).__name__]
-        _atomic_write(directory / "config.json", self.config.to_json_string(use_diff=False))
+        write_text_atomic(directory / "config.json", self.config.to_json_string(use_diff=False))
         self.get_processor().save_pretrained(directory)
 
     @classmethod
@@ -613,14 +607,3 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         model.load_trainable_state_dict(state)
         model.train(False)
         return model
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

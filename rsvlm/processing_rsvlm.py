@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsvlm.atomic import write_text_atomic
 from rsvlm.grounding import GRID, IMAGE_TOKEN, SEG_TOKEN, SPECIAL_TOKENS
 
 logger = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ class RSVLMProcessor:
             "num_image_tokens": self.num_image_tokens,
             "system_prompt": self.system_prompt,
         }
-        _atomic_write_text(directory / PROCESSOR_CONFIG, json.dumps(config, indent=2) + "\n")
+        write_text_atomic(directory / PROCESSOR_CONFIG, json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> RSVLMProcessor:
@@ -446,14 +446,3 @@ def add_special_tokens(tokenizer) -> list[int]:
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
     return [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
