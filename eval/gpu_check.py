@@ -25,16 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_CORPUS = [
-    "The image shows a residential area with houses, roads and trees.",
-    "Segment the buildings. <p>buildings</p> [SEG] are in the north-east.",
-    "There is a river crossing farmland; the water is dark blue.",
-    "Answer briefly. Yes. No. 0 1 2 3 4 5 6 7 8 9",
-]
-_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
-    "'\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 _CONVERSATION = [
     {"role": "user", "content": "<image>\nSegment the bright square."},
     {"role": "assistant", "content": "Here it is: <p>square</p> [SEG]."},
@@ -43,50 +33,10 @@ _CONVERSATION = [
 
 def build_tiny_backbones(root: Path) -> tuple[Path, Path]:
     """Write a tiny random Llama (+ byte-level BPE tokenizer) and a tiny DINOv2 to folders; return both paths."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from rsvlm.testing import write_tiny_llm, write_tiny_tokenizer, write_tiny_vit
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(_CORPUS * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = _TEMPLATE
-    torch.manual_seed(0)
-    llm_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    llm_dir, vit_dir = root / "tiny_llm", root / "tiny_vit"
-    LlamaForCausalLM(llm_config).save_pretrained(llm_dir)
-    tokenizer.save_pretrained(llm_dir)
-    vit_config = Dinov2Config(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, patch_size=8, image_size=64
-    )
-    Dinov2Model(vit_config).save_pretrained(vit_dir)
-    return llm_dir, vit_dir
+    tokenizer_dir = write_tiny_tokenizer(root / "tiny_tokenizer")
+    return write_tiny_llm(root / "tiny_llm", tokenizer_dir), write_tiny_vit(root / "tiny_vit")
 
 
 def _batch(model):
