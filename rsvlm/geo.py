@@ -1315,6 +1315,31 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
 
 
+def _mask_profile(
+    shape: tuple[int, int],
+    transform: Affine | Sequence[float],
+    crs: CRS | str | None,
+    block: int = 256,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A single-band uint8 deflate GeoTIFF profile; tiled in ``block``² blocks when the grid holds one."""
+    height, width = shape
+    profile: dict[str, Any] = dict(
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=1,
+        dtype="uint8",
+        crs=_as_crs(crs),
+        transform=_as_affine(transform),
+        compress="deflate",
+        **extra,
+    )
+    if height >= block and width >= block and block % 16 == 0:
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    return profile
+
+
 def write_mask_geotiff(
     path: str | os.PathLike,
     mask: np.ndarray,
@@ -1332,20 +1357,7 @@ def write_mask_geotiff(
     ):
         raise RasterError("mask values must be booleans or integers in 0-255 to write a uint8 GeoTIFF")
     arr = arr.astype(np.uint8)
-    height, width = arr.shape
-    profile: dict[str, Any] = dict(
-        driver="GTiff",
-        height=height,
-        width=width,
-        count=1,
-        dtype="uint8",
-        crs=_as_crs(crs),
-        transform=_as_affine(transform),
-        compress="deflate",
-        nodata=nodata,
-    )
-    if height >= 256 and width >= 256:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    profile = _mask_profile(arr.shape, transform, crs, nodata=nodata)
     with atomic_write(path) as tmp:
         try:
             with _quiet(), rasterio.open(tmp, "w", **profile) as dst:
@@ -1374,20 +1386,7 @@ def write_masks_geotiff(
     height, width = sparse[0].shape
     if any(m.shape != (height, width) or m.block != sparse[0].block for m in sparse):
         raise RasterError(f"masks are on different grids: {sorted({m.shape for m in sparse})}")
-    block = sparse[0].block
-    profile: dict[str, Any] = dict(
-        driver="GTiff",
-        height=height,
-        width=width,
-        count=1,
-        dtype="uint8",
-        crs=_as_crs(crs),
-        transform=_as_affine(transform),
-        compress="deflate",
-        sparse_ok=True,
-    )
-    if height >= block and width >= block and block % 16 == 0:
-        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    profile = _mask_profile((height, width), transform, crs, block=sparse[0].block, sparse_ok=True)
     keys = sorted(set().union(*(m.blocks for m in sparse)))
     with atomic_write(path) as tmp:
         try:
