@@ -1,4 +1,4 @@
-"""Large-scene plumbing of the assistant that needs no model: windows, visual search, merging, date labels."""
+"""Large scenes without a model: windows, visual search, merging, the answer sentence; date labels."""
 
 import numpy as np
 import pytest
@@ -6,15 +6,9 @@ from affine import Affine
 from shapely.geometry import Polygon, shape
 
 from rsvlm import geo
-from rsvlm.assistant import (
-    _date_label,
-    box_iou,
-    count_phrase,
-    describe_large_scene,
-    merge_regions,
-    plan_windows,
-)
+from rsvlm.assistant import _date_label
 from rsvlm.grounding import Region
+from rsvlm.tiling import box_iou, count_phrase, describe_large_scene, merge_regions, plan_windows
 
 
 def test_windows_cover_the_scene_with_overlap_and_stay_inside():
