@@ -5,6 +5,7 @@
     rsvlm chat IMAGE [IMAGE2]            # a multi-turn conversation in the terminal
     rsvlm serve                          # the Gradio chat
     rsvlm gen ...                        # instruction data (see `rsvlm gen --help`)
+    rsvlm train --recipe default-cpu --data out/ds --out out/run   # fine-tune (see train/README.md)
     rsvlm train ... / rsvlm eval ...
 
 Errors in what the user gave (a bad raster, a missing folder, a malformed checkpoint) print one line on stderr

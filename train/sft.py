@@ -287,6 +287,16 @@ def train(cfg: TrainConfig) -> TrainResult:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     is_main = accelerator.is_main_process
+    with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
+        train_data = SFTData(cfg.data, cfg.train_split, cfg.tasks, cfg.datasets_cache)
+        eval_data = SFTData(cfg.data, cfg.eval_split, cfg.tasks, cfg.datasets_cache)
+    if not len(train_data):
+        raise TrainConfigError(
+            f"no usable {cfg.train_split} rows in {', '.join(cfg.data)}"
+            + (f" for tasks {', '.join(cfg.tasks)}" if cfg.tasks else "")
+        )
+    if not len(eval_data):
+        logger.warning("no %s rows: training without evaluation", cfg.eval_split)
     out = Path(cfg.out).expanduser()
     checkpoints = out / "checkpoints"
     if is_main:
@@ -303,15 +313,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         cache = install_feature_cache(model, cfg.feature_cache_mb)
     processor = model.get_processor()
 
-    train_data = SFTData(cfg.data, cfg.train_split, cfg.tasks, cfg.datasets_cache)
-    if not len(train_data):
-        raise TrainConfigError(
-            f"no usable {cfg.train_split} rows in {', '.join(cfg.data)}"
-            + (f" for tasks {', '.join(cfg.tasks)}" if cfg.tasks else "")
-        )
-    eval_data = SFTData(cfg.data, cfg.eval_split, cfg.tasks, cfg.datasets_cache)
-    if not len(eval_data):
-        logger.warning("no %s rows: training without evaluation", cfg.eval_split)
     builder = BatchBuilder(train_data, processor, cfg.max_length)
     eval_builder = BatchBuilder(eval_data, processor, cfg.max_length)
     eval_plan = eval_batches(len(eval_data), cfg.micro_batch_size, cfg.eval_batches) if len(eval_data) else []
