@@ -353,6 +353,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         scheduler.load_state_dict(json.loads((resume_from / "scheduler.json").read_text()))
         ckpt.set_rng_state(state["rng"])
         step, consumed = int(state["step"]), int(state["micro_batches"])
+        if state.get("num_processes", 1) != accelerator.num_processes:
+            logger.warning(
+                "resuming on %d processes a run checkpointed on %d: the global batch changed, so the data "
+                "position is approximate", accelerator.num_processes, state.get("num_processes"),
+            )  # fmt: skip
         changed = {k: (v, cfg.to_dict().get(k)) for k, v in state.get("config", {}).items()
                    if cfg.to_dict().get(k) != v and k not in ("stop_after_steps", "out")}  # fmt: skip
         if changed:
