@@ -186,3 +186,18 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         SFTData([tmp_path / "nope"], "train")
     (tmp_path / "empty" / "data").mkdir(parents=True)
     assert len(SFTData([tmp_path / "empty"], "train")) == 0
+
+
+def test_worker_processes_build_the_same_batches(tiny_dataset: Path, tmp_path: Path, processor) -> None:
+    from train.data import loader
+
+    data = SFTData([tiny_dataset], "train", cache_dir=str(tmp_path / "c"))
+    builder = BatchBuilder(data, processor, max_length=512)
+    plan = epoch_batches(len(data), 2, seed=0, epoch=0)[:3]
+    inline = [b for b, _ in loader(builder, plan, num_workers=0, seed=0)]
+    forked = [b for b, _ in loader(builder, plan, num_workers=1, seed=0)]
+    for a, b in zip(inline, forked, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(
+            a["pixel_values"], b["pixel_values"]
+        )
+        assert all(torch.equal(x, y) for x, y in zip(a["seg_masks"], b["seg_masks"], strict=True))
