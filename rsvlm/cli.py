@@ -73,6 +73,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         dates=dates,
         max_new_tokens=args.max_new_tokens,
     )
+    if args.mask_tif and not any(region.mask is not None for region in answer.regions):
+        # Checked before anything is printed or written, so a failed request leaves no partial outputs.
+        raise UserError(
+            "the answer has no masks to write to --mask-tif (ask it to outline or segment something)"
+        )
     payload = answer.to_json()
     text = json.dumps(payload, indent=2)
     print(text)

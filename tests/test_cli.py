@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rsvlm.cli import main
 
@@ -90,14 +91,21 @@ def test_missing_file_and_bad_checkpoint(checkpoint, tmp_path, capsys):
     assert "not an rsvlm checkpoint" in capsys.readouterr().err
 
 
-def test_mask_geotiff_without_masks_is_a_clear_error(checkpoint, tmp_path, capsys):
-    mask = tmp_path / "mask.tif"
-    code = main(ask(checkpoint, str(NAIP_2020), "-q", "Describe.", "--mask-tif", str(mask)))
-    # an untrained tiny model rarely segments; when it does the file must exist, else the error says why
-    if code == 0:
-        assert mask.exists()
-    else:
-        assert "no masks" in capsys.readouterr().err and not mask.exists()
+def test_mask_geotiff_without_masks_is_refused_before_anything_is_written(
+    checkpoint, tmp_path, capsys, monkeypatch
+):
+    from rsvlm.modeling_rsvlm import GenerationResult, RSVLMForConditionalGeneration
+
+    def box_only(self, **kwargs):  # the model answers with a box and no [SEG]
+        ids = self.get_processor().tokenizer("A field <box>[100, 100, 400, 400]</box>.")["input_ids"]
+        return GenerationResult(sequences=torch.tensor([ids]), masks=[torch.zeros(0, 128, 128)], timings={})
+
+    monkeypatch.setattr(RSVLMForConditionalGeneration, "generate", box_only)
+    out, mask = tmp_path / "answer.json", tmp_path / "mask.tif"
+    code = main(ask(checkpoint, str(NAIP_2020), "-q", "Where?", "--out", str(out), "--mask-tif", str(mask)))
+    captured = capsys.readouterr()
+    assert code == 2 and "no masks" in captured.err
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
 
 
 def test_subcommands_owned_by_later_issues_say_so(capsys):
