@@ -1,0 +1,331 @@
+"""Benchmark metrics as small pure functions (no model, no I/O), each checked by hand-computed tests.
+
+Conventions, stated once:
+
+- Boxes are ``[x1, y1, x2, y2]`` in any one pixel frame; a missing prediction scores IoU 0.
+  Visual grounding (RSVG / DIOR-RSVG): Acc@t is the share of samples with IoU >= t; mIoU the mean IoU.
+- Oriented boxes are ``[cx, cy, w, h, angle_deg]`` or a corner polygon; IoU of the shapely polygons.
+- Referring segmentation (LISA / RRSIS-D / SegEarth-R1): gIoU = mean of per-sample IoU, cIoU = sum of
+  intersections / sum of unions. Empty target (a "none here" query, the GRES convention): an empty prediction
+  scores IoU 1 and a non-empty one 0 in gIoU; both add their (0 or |pred|) pixels to cIoU's sums.
+- Change masks: confusion counts accumulated over the whole set, then IoU / F1 of the change class and mIoU
+  (mean of change and no-change IoU), as LEVIR-CD / DSIFN papers report.
+- Captions follow the coco-caption definitions (BLEU with the "closest" reference length, ROUGE-L with
+  beta 1.2, CIDEr-D with sigma 6, clipped counts and x10), on a simple lower-case word tokenizer instead of
+  the Java PTB tokenizer: scores agree with coco-caption whenever the tokenizations agree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from shapely.geometry import Polygon
+
+# ------------------------------------------------------------------------------------------------ boxes
+
+
+def box_iou(pred: Sequence[float] | None, target: Sequence[float]) -> float:
+    """IoU of two ``[x1, y1, x2, y2]`` boxes; a missing or degenerate (zero-area) box has IoU 0."""
+    if pred is None:
+        return 0.0
+    px1, py1, px2, py2 = (float(v) for v in pred)
+    tx1, ty1, tx2, ty2 = (float(v) for v in target)
+    px1, px2 = sorted((px1, px2))
+    py1, py2 = sorted((py1, py2))
+    tx1, tx2 = sorted((tx1, tx2))
+    ty1, ty2 = sorted((ty1, ty2))
+    iw = max(0.0, min(px2, tx2) - max(px1, tx1))
+    ih = max(0.0, min(py2, ty2) - max(py1, ty1))
+    inter = iw * ih
+    union = (px2 - px1) * (py2 - py1) + (tx2 - tx1) * (ty2 - ty1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def obb_polygon(obb: Sequence[float] | Sequence[Sequence[float]]) -> Polygon:
+    """A shapely polygon from ``[cx, cy, w, h, angle_deg]`` or from corner points ``[[x, y], ...]``."""
+    if len(obb) and isinstance(obb[0], (list, tuple, np.ndarray)):
+        return Polygon([(float(x), float(y)) for x, y in obb])
+    cx, cy, w, h, angle = (float(v) for v in obb)
+    t = math.radians(angle)
+    c, s = math.cos(t), math.sin(t)
+    dx, dy = (c * w / 2, s * w / 2), (-s * h / 2, c * h / 2)
+    return Polygon(
+        [
+            (cx - dx[0] - dy[0], cy - dx[1] - dy[1]),
+            (cx + dx[0] - dy[0], cy + dx[1] - dy[1]),
+            (cx + dx[0] + dy[0], cy + dx[1] + dy[1]),
+            (cx - dx[0] + dy[0], cy - dx[1] + dy[1]),
+        ]
+    )
+
+
+def obb_iou(pred, target) -> float:
+    """Rotated-box IoU through polygon intersection; missing or degenerate boxes give 0."""
+    if pred is None:
+        return 0.0
+    a, b = obb_polygon(pred), obb_polygon(target)
+    if not a.is_valid:
+        a = a.buffer(0)
+    if not b.is_valid:
+        b = b.buffer(0)
+    union = a.union(b).area
+    return float(a.intersection(b).area / union) if union > 0 else 0.0
+
+
+def grounding_scores(
+    ious: Sequence[float], thresholds: Sequence[float] = (0.25, 0.5, 0.75)
+) -> dict[str, float]:
+    """Acc@t (share with IoU >= t) and mean IoU, in percent-free fractions."""
+    values = np.asarray(list(ious), dtype=float)
+    if values.size == 0:
+        return {}
+    out = {f"acc@{t:g}": float((values >= t).mean()) for t in thresholds}
+    out["miou"] = float(values.mean())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ masks
+
+
+def mask_counts(pred: np.ndarray | None, target: np.ndarray) -> tuple[int, int]:
+    """(intersection, union) pixel counts; a missing prediction is an empty mask."""
+    t = np.asarray(target, dtype=bool)
+    if pred is None:
+        return 0, int(t.sum())
+    p = np.asarray(pred, dtype=bool)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction mask {p.shape} and target mask {t.shape} differ in shape")
+    return int(np.logical_and(p, t).sum()), int(np.logical_or(p, t).sum())
+
+
+def sample_iou(intersection: int, union: int) -> float:
+    """Per-sample IoU with the empty-target convention: nothing predicted for nothing there is 1."""
+    return 1.0 if union == 0 else intersection / union
+
+
+def segmentation_scores(counts: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """gIoU (mean of per-sample IoU) and cIoU (cumulative intersection / cumulative union)."""
+    if not counts:
+        return {}
+    inters = np.array([c[0] for c in counts], dtype=float)
+    unions = np.array([c[1] for c in counts], dtype=float)
+    giou = float(np.mean([sample_iou(i, u) for i, u in zip(inters, unions, strict=True)]))
+    ciou = float(inters.sum() / unions.sum()) if unions.sum() > 0 else 1.0
+    return {"giou": giou, "ciou": ciou}
+
+
+def confusion(pred: np.ndarray | None, target: np.ndarray) -> tuple[int, int, int, int]:
+    """(tp, fp, fn, tn) pixel counts of a binary change mask; a missing prediction is all no-change."""
+    t = np.asarray(target, dtype=bool)
+    p = np.zeros_like(t) if pred is None else np.asarray(pred, dtype=bool)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction mask {p.shape} and target mask {t.shape} differ in shape")
+    tp = int((p & t).sum())
+    fp = int((p & ~t).sum())
+    fn = int((~p & t).sum())
+    return tp, fp, fn, int(t.size - tp - fp - fn)
+
+
+def change_mask_scores(confusions: Iterable[tuple[int, int, int, int]]) -> dict[str, float]:
+    """Pixel-level scores over the summed confusion: change IoU, F1, precision, recall, mIoU, OA."""
+    tp, fp, fn, tn = (int(v) for v in np.sum(np.asarray(list(confusions), dtype=np.int64).reshape(-1, 4), 0))
+    total = tp + fp + fn + tn
+    if total == 0:
+        return {}
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b > 0 else 0.0
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    iou_change = ratio(tp, tp + fp + fn) if tp + fp + fn else 1.0
+    iou_same = ratio(tn, tn + fp + fn) if tn + fp + fn else 1.0
+    return {
+        "iou": iou_change,
+        "f1": ratio(2 * precision * recall, precision + recall),
+        "precision": precision,
+        "recall": recall,
+        "miou": (iou_change + iou_same) / 2,
+        "oa": (tp + tn) / total,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ text answers
+
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_YES = {"yes", "yeah", "true", "y"}
+_NO = {"no", "none", "false", "n", "nope"}
+_ARTICLES = {"a", "an", "the"}
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words and numbers, punctuation dropped (the stand-in for coco-caption's PTB tokenizer)."""
+    return re.findall(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*", text.lower())
+
+
+def normalize_answer(text: str) -> str:
+    """VQA normalisation: lower case, no punctuation or articles, number words -> digits, yes/no canonical.
+
+    Only the leading word decides yes/no ("Yes, there are two." -> "yes"), as a short-answer benchmark wants.
+    """
+    words = [_NUMBER_WORDS.get(w, w) for w in tokenize(text) if w not in _ARTICLES]
+    if words and words[0] in _YES:
+        return "yes"
+    if words and words[0] in _NO and len(words) <= 2:
+        return "no"
+    return " ".join(words)
+
+
+def exact_match(prediction: str, answers: str | Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals any normalised reference answer."""
+    refs = [answers] if isinstance(answers, str) else list(answers)
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(a) for a in refs))
+
+
+def yes_no(text: str) -> bool | None:
+    """True / False from a yes/no answer, None if it is neither."""
+    norm = normalize_answer(text)
+    return True if norm == "yes" else False if norm == "no" else None
+
+
+def first_number(text: str) -> float | None:
+    """The first number in an answer (digits or a number word), for counting."""
+    for word in tokenize(text):
+        word = _NUMBER_WORDS.get(word, word)
+        try:
+            return float(word)
+        except ValueError:
+            continue
+    return None
+
+
+def counting_mae(predictions: Sequence[float | None], targets: Sequence[float]) -> float:
+    """Mean absolute error; an answer with no number counts as 0 (the worst honest reading)."""
+    if not targets:
+        return float("nan")
+    errors = [abs((p if p is not None else 0.0) - t) for p, t in zip(predictions, targets, strict=True)]
+    return float(np.mean(errors))
+
+
+# ------------------------------------------------------------------------------------------------ captions
+
+
+def _ngrams(words: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+def bleu(candidates: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4) -> list[float]:
+    """Corpus BLEU-1..max_n as coco-caption's ``bleu_scorer`` (option "closest"): clipped n-gram counts and
+    lengths summed over the corpus, the brevity penalty from the closest reference length."""
+    tiny, small = 1e-15, 1e-9
+    correct, guess = [0] * max_n, [0] * max_n
+    test_len = ref_len = 0
+    for cand, refs in zip(candidates, references, strict=True):
+        words = tokenize(cand)
+        ref_words = [tokenize(r) for r in refs]
+        test_len += len(words)
+        ref_len += min((abs(len(r) - len(words)), len(r)) for r in ref_words)[1]
+        for n in range(1, max_n + 1):
+            counts = _ngrams(words, n)
+            max_ref: Counter = Counter()
+            for r in ref_words:
+                max_ref |= _ngrams(r, n)
+            correct[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
+            guess[n - 1] += max(0, len(words) - n + 1)
+    scores, product = [], 1.0
+    for k in range(max_n):
+        product *= (correct[k] + tiny) / (guess[k] + small)
+        scores.append(product ** (1.0 / (k + 1)))
+    ratio = (test_len + tiny) / (ref_len + small)
+    if ratio < 1:
+        scores = [s * math.exp(1 - 1 / ratio) for s in scores]
+    return scores
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], prev + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def rouge_l(candidates: Sequence[str], references: Sequence[Sequence[str]], beta: float = 1.2) -> float:
+    """coco-caption ROUGE-L: per candidate, F_beta of the best LCS precision and recall over its references."""
+    scores = []
+    for cand, refs in zip(candidates, references, strict=True):
+        words = tokenize(cand)
+        precs, recs = [], []
+        for r in refs:
+            ref_words = tokenize(r)
+            lcs = _lcs(words, ref_words)
+            precs.append(lcs / len(words) if words else 0.0)
+            recs.append(lcs / len(ref_words) if ref_words else 0.0)
+        p, r = max(precs, default=0.0), max(recs, default=0.0)
+        scores.append((1 + beta**2) * p * r / (r + beta**2 * p) if p > 0 and r > 0 else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def cider_d(
+    candidates: Sequence[str], references: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0
+) -> float:
+    """coco-caption CIDEr-D: tf-idf n-gram vectors (document frequency over the reference sets), clipped
+    candidate weights, a Gaussian length penalty, averaged over n and references, times 10.
+
+    With a single image every idf is log(1/1) = 0, so CIDEr-D is 0 there (as in coco-caption)."""
+
+    def cook(text: str) -> list[Counter]:
+        words = tokenize(text)
+        return [_ngrams(words, k) for k in range(1, n + 1)]
+
+    cands = [cook(c) for c in candidates]
+    refs = [[cook(r) for r in rs] for rs in references]
+    df: Counter = Counter()
+    for rs in refs:
+        for gram in {g for r in rs for counts in r for g in counts}:
+            df[gram] += 1
+    log_ref = math.log(float(len(refs))) if refs else 0.0
+
+    def vec(cooked: list[Counter]) -> tuple[list[dict], list[float], int]:
+        vecs, norms = [], []
+        for counts in cooked:
+            v = {g: tf * (log_ref - math.log(max(1.0, df[g]))) for g, tf in counts.items()}
+            vecs.append(v)
+            norms.append(math.sqrt(sum(x * x for x in v.values())))
+        return vecs, norms, sum(cooked[0].values())
+
+    scores = []
+    for cand, rs in zip(cands, refs, strict=True):
+        vc, nc, lc = vec(cand)
+        total = np.zeros(n)
+        for r in rs:
+            vr, nr, lr = vec(r)
+            for k in range(n):
+                val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vc[k].items())
+                if nc[k] != 0 and nr[k] != 0:
+                    val /= nc[k] * nr[k]
+                total[k] += val * math.exp(-((lc - lr) ** 2) / (2 * sigma**2))
+        scores.append(float(np.mean(total)) / max(1, len(rs)) * 10.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def caption_scores(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of a corpus (METEOR is left out: it needs Java and WordNet)."""
+    if not candidates:
+        return {}
+    b = bleu(candidates, references)
+    out = {f"bleu{k + 1}": b[k] for k in range(4)}
+    out["rouge_l"] = rouge_l(candidates, references)
+    out["cider_d"] = cider_d(candidates, references)
+    return out
