@@ -1,0 +1,92 @@
+"""Readers on the real files in ../shared/data (skipped when absent) and on small written fixtures."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval.readers import BenchmarkError, Record, read_benchmark, read_voc
+
+DATA = Path(__file__).resolve().parents[2] / "../shared/data"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not available")
+    return path
+
+
+def test_dior_obb_xml_is_an_oriented_box_record():
+    (record,) = read_benchmark("dior-rsvg", need(DATA / "grounding/dior"))
+    assert record.task == "obb" and Path(record.images[0]).name == "00001.jpg"
+    assert Path(record.images[0]).exists()
+    assert record.obb == [[133, 237], [684, 237], [684, 672], [133, 672]]
+    assert "golffield" in record.question
+
+
+def test_dior_rsvg_bndbox_with_expression(tmp_path):
+    (tmp_path / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><object><name>airport</name>"
+        "<bndbox><xmin>10</xmin><ymin>20</ymin><xmax>110</xmax><ymax>220</ymax></bndbox>"
+        "<description>the airport on the left</description></object></annotation>"
+    )
+    (record,) = read_voc(tmp_path)
+    assert record.task == "grounding" and record.box == [10, 20, 110, 220]
+    assert "the airport on the left" in record.question
+    (tmp_path / "b.xml").write_text("<annotation><object>")
+    with pytest.raises(BenchmarkError, match="not valid xml"):
+        read_voc(tmp_path / "b.xml")
+
+
+def test_geopixeld_gives_a_gcg_record_with_one_mask_per_phrase():
+    (record,) = read_benchmark("geopixeld", need(DATA / "grounding/GeoPixelD.json"))
+    assert record.task == "gcg" and Path(record.images[0]).exists()
+    assert record.num_masks() == 4 == record.texts[0].count("[SEG]")
+    masks = record.target_masks((800, 800))
+    assert all(m.shape == (800, 800) and m.sum() > 500 for m in masks)
+    assert not np.logical_and(masks[0], masks[1]).any()  # four different courts
+
+
+def test_reasoning_annotations_rasterise_on_a_stand_in_image(tmp_path):
+    folder = need(DATA / "reasoning_annotations")
+    records = read_benchmark("lisa", folder, images=tmp_path)
+    assert len(records) == 10 and {r.task for r in records} == {"refseg"}
+    first = records[0]
+    assert "crane" in first.question and Path(first.images[0]).parent == tmp_path
+    Image.new("RGB", (640, 480)).save(
+        first.images[0]
+    )  # images are not distributed: a stand-in of a fitting size
+    mask = first.target_mask((480, 640))
+    ys, xs = np.nonzero(mask)
+    assert 400 <= xs.min() and xs.max() <= 434 and ys.min() == 0 and ys.max() <= 33
+
+
+def test_levircc_pairs_resolve_both_dates_and_five_captions():
+    records = read_benchmark("levircc", need(DATA / "change_captions/levircc_pairs_captions.json"))
+    assert len(records) == 4
+    for r in records:
+        assert r.task == "change_caption" and len(r.texts) == 5
+        assert all(Path(p).exists() for p in r.images), r.images
+
+
+@pytest.mark.parametrize("name", ["levircd", "dsifn"])
+def test_change_mask_folders(name):
+    records = read_benchmark(name, need(DATA / f"change/{name}"))
+    assert records and all(r.task == "change_mask" and len(r.images) == 2 for r in records)
+    mask = records[0].target_mask((256, 256))
+    assert mask.dtype == bool and 0 < mask.sum() < mask.size or mask.sum() == 0
+
+
+def test_unknown_benchmark_and_missing_paths_are_clear_errors(tmp_path):
+    with pytest.raises(BenchmarkError, match="unknown benchmark"):
+        read_benchmark("imagenet", tmp_path)
+    with pytest.raises(BenchmarkError, match="does not exist"):
+        read_benchmark("dior-rsvg", tmp_path / "nope")
+    with pytest.raises(BenchmarkError, match="A/, B/ and label/"):
+        read_benchmark("levircd", tmp_path)
+
+
+def test_record_round_trips_through_json():
+    r = Record("x", "grounding", ["a.png"], "q?", box=[1, 2, 3, 4])
+    assert Record(**r.to_json()) == r
