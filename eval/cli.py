@@ -1,0 +1,75 @@
+"""``rsvlm eval``: score a model on a benchmark and write a per-sample log, a summary and a report.
+
+    rsvlm eval --benchmark dior-rsvg --data DIOR-RSVG/Annotations --images DIOR-RSVG/JPEGImages --out runs/dior
+    rsvlm eval --benchmark gen --data my_instructions/ --model checkpoints/run1 --limit 200 --out runs/mine
+    python -m eval.cli --benchmark levircd --data ../shared/data/change/levircd --out runs/levircd
+
+Running again with the same ``--out`` resumes: records already in ``samples.jsonl`` are not asked again.
+Bad input is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from eval.readers import READERS, read_benchmark
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsvlm eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmark", required=True, choices=sorted(READERS), help="the format of --data")
+    parser.add_argument("--data", required=True, help="annotation file or folder of the benchmark")
+    parser.add_argument("--images", default=None, help="image folder, when images are not next to the labels")
+    parser.add_argument("--model", default="default", help="'default' (the embedded model) or a checkpoint")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N records")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--out", required=True, help="folder for samples.jsonl, summary.json, report.md")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed its one-line usage error
+        return EXIT_USAGE if exit_.code else 0
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {args.limit}")
+        records = read_benchmark(args.benchmark, args.data, args.images)
+        if not records:
+            raise ValueError(f"{args.data} holds no {args.benchmark} records")
+        from eval.run import evaluate
+        from rsvlm.assistant import Assistant
+
+        assistant = Assistant.from_pretrained(args.model)
+        summary = evaluate(
+            assistant,
+            records,
+            args.out,
+            benchmark=args.benchmark,
+            model=str(args.model),
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, RuntimeError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"rsvlm eval: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(summary["tasks"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The Markdown report of an evaluation run: one table of metrics per task, then the worst samples.
+
+Written by ``eval.run.evaluate`` next to ``summary.json``; a pure function of the summary and the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+# Headline metric per task: the worst samples by it are listed so a reader can look at failures first.
+_SAMPLE_SCORE = {"grounding": "iou", "obb": "iou", "refseg": "iou", "change_mask": "iou"}
+_COUNTS = ("n", "errors", "unscored")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _cell(text: Any, width: int = 80) -> str:
+    s = " ".join(str(text).split()).replace("|", "\\|")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def render_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], worst: int = 5) -> str:
+    """Markdown: the run's benchmark / model / sample count, a metrics table per task, the worst samples."""
+    lines = [
+        f"# Evaluation: {summary.get('benchmark') or 'records'}",
+        "",
+        f"- model: `{summary.get('model') or '?'}`",
+        f"- samples: {summary.get('samples', len(rows))}",
+        "",
+        "Fractions in [0, 1] (Acc@t, IoU, F1, accuracy); CIDEr-D on its x10 scale; MAE in counts. "
+        "Definitions: `eval/metrics.py`.",
+        "",
+    ]
+    for task, scores in summary.get("tasks", {}).items():
+        names = [k for k in scores if k not in _COUNTS] + [k for k in _COUNTS if k in scores]
+        lines += [f"## {task}", "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+        lines += ["| " + " | ".join(_fmt(scores[k]) for k in names) + " |", ""]
+        key = _SAMPLE_SCORE.get(task)
+        scored = [r for r in rows if r["task"] == task and key and key in r]
+        if scored:
+            lines += [f"Lowest {key}:", "", "| id | " + key + " | answer |", "|---|---|---|"]
+            for r in sorted(scored, key=lambda r: r[key])[:worst]:
+                lines.append(f"| {_cell(r['id'], 40)} | {r[key]:.4f} | {_cell(r.get('answer', ''))} |")
+            lines.append("")
+    errors = [r for r in rows if r.get("error")]
+    if errors:
+        lines += ["## Errors", ""] + [
+            f"- `{_cell(r['id'], 40)}`: {_cell(r['error'], 160)}" for r in errors[:20]
+        ]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,276 @@
+"""The evaluation runner: ask the assistant every record, score its Answer, log per sample, summarise.
+
+    summary = evaluate(assistant, records, "runs/dior", benchmark="dior-rsvg")
+
+Inference is the assistant's (one ``Session`` per record, two images for change); this module only reads the
+``Answer`` (``pixel_box``, ``pixel_polygon``, ``mask`` in source pixels, ``text``) and scores it against the
+record's target. Outputs in ``out``: ``samples.jsonl`` (one line per record, appended and flushed as it is
+scored, so an interrupted run resumes from it: records already there are skipped, a torn last line is
+dropped), ``summary.json`` and ``report.md`` (both written atomically, from all lines of the log).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from eval import metrics
+from eval.readers import Record, plain_text
+from rsvlm import geo
+from rsvlm.assistant import Answer, Assistant
+from rsvlm.atomic import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+SAMPLES = "samples.jsonl"
+SUMMARY = "summary.json"
+REPORT = "report.md"
+
+
+# ------------------------------------------------------------------------------------------------ one answer
+
+
+def _dense(mask: Any) -> np.ndarray:
+    if isinstance(mask, geo.SparseMask):
+        return mask.read((0, 0, mask.width, mask.height))
+    return np.asarray(mask, dtype=bool)
+
+
+def _image_shape(record: Record, answer: Answer) -> tuple[int, int]:
+    if answer.image_shape is not None:
+        return tuple(int(v) for v in answer.image_shape[-2:])
+    info = geo.inspect_raster(record.images[0])
+    return info.height, info.width
+
+
+def _pred_masks(answer: Answer, shape: tuple[int, int]) -> list[np.ndarray]:
+    masks = []
+    for region in answer.regions:
+        if region.mask is None:
+            continue
+        mask = _dense(region.mask)
+        if mask.shape != shape:
+            raise ValueError(f"answer mask {mask.shape} is not on the image grid {shape}")
+        masks.append(mask)
+    return masks
+
+
+def _union(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    for m in masks:
+        out |= m
+    return out
+
+
+def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
+    """Per-sample scores of one answer; everything the task summary needs is in the returned dict."""
+    task = record.task
+    text = plain_text(answer.text)
+    if task == "grounding":
+        box = next((list(r.pixel_box) for r in answer.regions if r.pixel_box is not None), None)
+        return {"pred_box": box, "iou": metrics.box_iou(box, record.box)}
+    if task == "obb":
+        pred = next(
+            (
+                [list(p) for p in r.pixel_polygon]
+                if r.pixel_polygon is not None
+                else _box_corners(r.pixel_box)
+                for r in answer.regions
+                if r.pixel_polygon is not None or r.pixel_box is not None
+            ),
+            None,
+        )
+        return {"pred_obb": pred, "iou": metrics.obb_iou(pred, record.obb)}
+    if task in ("refseg", "change_mask"):
+        shape = _image_shape(record, answer)
+        pred = _union(_pred_masks(answer, shape), shape)
+        target = record.target_mask(shape)
+        inter, union = metrics.mask_counts(pred, target)
+        out = {"intersection": inter, "union": union, "iou": metrics.sample_iou(inter, union)}
+        if task == "change_mask":
+            out["confusion"] = list(metrics.confusion(pred, target))
+            out["binary_correct"] = bool(pred.any()) == bool(target.any())
+        return out
+    if task == "gcg":
+        shape = _image_shape(record, answer)
+        preds, targets = _pred_masks(answer, shape), record.target_masks(shape)
+        ious = _greedy_match(preds, targets)
+        return {"mask_ious": ious, "num_pred_masks": len(preds), "text": text}
+    if task == "change_binary":
+        said = metrics.yes_no(text)
+        return {"pred": said, "correct": said is not None and said == record.answer}
+    if task == "count":
+        number = metrics.first_number(text)
+        return {"pred": number, "abs_error": abs((number or 0.0) - float(record.number or 0.0))}
+    if task == "vqa":
+        return {"correct": bool(metrics.exact_match(text, record.texts))}
+    return {"text": text}  # captions: scored on the corpus
+
+
+def _box_corners(box) -> list[list[float]]:
+    x1, y1, x2, y2 = box
+    return [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
+
+
+def _greedy_match(preds: list[np.ndarray], targets: list[np.ndarray]) -> list[float]:
+    """Each target's IoU with its predicted mask, pairs taken greedily by highest IoU (GLaMM's GCG matching
+    is Hungarian; greedy gives the same pairs whenever the IoU matrix has a clear best pair per row)."""
+    if not targets:
+        return []
+    ious = np.zeros((len(targets), len(preds)))
+    for i, t in enumerate(targets):
+        for j, p in enumerate(preds):
+            ious[i, j] = metrics.sample_iou(*metrics.mask_counts(p, t))
+    best = [0.0] * len(targets)
+    while ious.size and ious.max() > 0:
+        i, j = np.unravel_index(int(ious.argmax()), ious.shape)
+        best[i] = float(ious[i, j])
+        ious[i, :] = -1
+        ious[:, j] = -1
+    return best
+
+
+# ------------------------------------------------------------------------------------------------ summary
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Task -> metric -> value, from the per-sample rows (so a resumed run summarises all of them)."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    out: dict[str, dict[str, float]] = {}
+    for task, all_items in sorted(by_task.items()):
+        # Rows without scores are records whose target could not be read (missing image): counted, not scored.
+        items = [r for r in all_items if _scored(r)]
+        s: dict[str, float] = {}
+        if task in ("grounding", "obb"):
+            s = metrics.grounding_scores([r["iou"] for r in items])
+        elif task == "refseg":
+            s = metrics.segmentation_scores([(r["intersection"], r["union"]) for r in items])
+        elif task == "change_mask":
+            s = metrics.change_mask_scores([r["confusion"] for r in items])
+            s["binary_acc"] = float(np.mean([r["binary_correct"] for r in items]))
+        elif task == "gcg":
+            ious = [v for r in items for v in r["mask_ious"]]
+            s = {"mask_miou": float(np.mean(ious)) if ious else 0.0}
+            s["mask_recall@0.5"] = float(np.mean([v >= 0.5 for v in ious])) if ious else 0.0
+            s.update(
+                metrics.caption_scores(
+                    [r["text"] for r in items], [[plain_text(r["refs"][0])] for r in items]
+                )
+            )
+        elif task in ("change_binary", "vqa"):
+            s = {"accuracy": float(np.mean([r["correct"] for r in items]))}
+        elif task == "count":
+            s = {"mae": float(np.mean([r["abs_error"] for r in items]))}
+            s["accuracy"] = float(np.mean([r["abs_error"] == 0 for r in items]))
+        elif task in ("caption", "change_caption"):
+            s = metrics.caption_scores([r["text"] for r in items], [r["refs"] for r in items])
+        if not items:
+            s = {}
+        s["n"] = len(items)
+        s["errors"] = sum(bool(r.get("error")) for r in all_items)
+        s["unscored"] = len(all_items) - len(items)
+        out[task] = s
+    return out
+
+
+def _scored(row: dict[str, Any]) -> bool:
+    return any(k in row for k in ("iou", "mask_ious", "correct", "abs_error", "text"))
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The rows already scored; a torn last line (a run killed mid-write) is dropped with a warning."""
+    rows = []
+    if not path.exists():
+        return rows
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            logger.warning("%s line %d is incomplete; that record will be run again", path.name, number)
+    return rows
+
+
+def evaluate(
+    assistant: Assistant,
+    records: Sequence[Record],
+    out: str | Path,
+    *,
+    benchmark: str = "",
+    model: str = "",
+    limit: int | None = None,
+    max_new_tokens: int = 128,
+) -> dict[str, Any]:
+    """Run and score ``records`` (the first ``limit``), resuming from ``out/samples.jsonl``; returns the summary."""
+    from eval.report import render_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / SAMPLES
+    rows = read_log(log)
+    done = {row["id"] for row in rows}
+    todo = [r for r in (records[:limit] if limit is not None else records) if r.id not in done]
+    if done:
+        logger.info("resuming: %d records already scored, %d to go", len(done), len(todo))
+    if log.exists() and log.stat().st_size and not log.read_text().endswith("\n"):
+        with log.open("a") as f:  # a torn last line: start the next row on a line of its own
+            f.write("\n")
+    with log.open("a") as f:
+        for record in tqdm(todo, desc=f"eval {benchmark}".strip(), unit="sample"):
+            row = run_one(assistant, record, max_new_tokens=max_new_tokens)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            rows.append(row)
+    scope = {r.id for r in (records[:limit] if limit is not None else records)}
+    rows = [r for r in rows if r["id"] in scope]
+    summary = {"benchmark": benchmark, "model": model, "samples": len(rows), "tasks": summarise(rows)}
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / REPORT, render_report(summary, rows))
+    return summary
+
+
+def run_one(assistant: Assistant, record: Record, *, max_new_tokens: int = 128) -> dict[str, Any]:
+    """Ask one record in a fresh session and score it. A record the assistant refuses (a missing or unreadable
+    image) is scored as no answer and keeps its one-line error, so one bad file does not stop a benchmark."""
+    start = time.perf_counter()
+    error = None
+    try:
+        answer = assistant.session().ask(record.question, images=record.images, max_new_tokens=max_new_tokens)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RasterError is a ValueError
+        error = " ".join(str(exc).split()) or type(exc).__name__
+        logger.warning("%s: %s", record.id, error)
+        answer = Answer(text="")
+    try:
+        scores = score_answer(record, answer)
+    except (
+        ValueError,
+        FileNotFoundError,
+    ) as exc:  # the target grid is unknown (its image is missing): the row is left unscored
+        error = error or " ".join(str(exc).split())
+        scores = {}
+    return {
+        "id": record.id,
+        "task": record.task,
+        "question": record.question,
+        "answer": answer.text,
+        "raw_text": answer.raw_text,
+        "refs": record.texts,
+        **scores,
+        "warnings": list(answer.warnings),
+        "error": error,
+        "seconds": round(time.perf_counter() - start, 4),
+    }

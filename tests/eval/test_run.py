@@ -1,0 +1,136 @@
+"""The runner end to end on a real tiny assistant: scripted answers get known scores; resume; the CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from eval.cli import main as eval_main
+from eval.readers import Record
+from eval.run import REPORT, SAMPLES, SUMMARY, evaluate, read_log
+from rsvlm.assistant import Assistant
+from rsvlm.cli import main as rsvlm_main
+from rsvlm.modeling_rsvlm import GenerationResult
+
+DATA = Path(__file__).resolve().parents[2] / "../shared/data"
+
+
+@pytest.fixture
+def assistant(tiny_checkpoint) -> Assistant:
+    return Assistant.from_pretrained(tiny_checkpoint)
+
+
+def script(assistant: Assistant, answers: dict[str, tuple[str, list[np.ndarray]]], calls: list[str]):
+    """The model 'says' the scripted text (and masks) of whichever key occurs in the prompt."""
+    tokenizer = assistant.processor.tokenizer
+    size = assistant.image_size
+
+    def generate(**kwargs):
+        prompt = tokenizer.decode(kwargs["input_ids"][0])
+        key = next(k for k in answers if k in prompt)
+        calls.append(key)
+        text, masks = answers[key]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        logits = (
+            torch.stack([torch.where(torch.as_tensor(m), 10.0, -10.0) for m in masks])
+            if masks
+            else torch.zeros(0, size, size)
+        )
+        return GenerationResult(sequences=torch.tensor([ids]), masks=[logits], timings={"ttft": 0.0})
+
+    assistant.model.generate = generate
+
+
+@pytest.fixture
+def records(tmp_path, assistant) -> list[Record]:
+    size = assistant.image_size  # the source image is the model input size, so grid -> pixels is exact
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(image)
+    quarter = np.zeros((size, size), bool)
+    quarter[: size // 2, : size // 2] = True
+    Image.fromarray(quarter).save(tmp_path / "quarter.png")
+    half = np.zeros((size, size), bool)
+    half[: size // 2] = True
+    Image.fromarray(half).save(tmp_path / "half.png")
+    h = size / 2
+    return [
+        Record("hit", "grounding", [str(image)], "Give the box of alpha.", box=[0, 0, h, h]),
+        Record("miss", "grounding", [str(image)], "Give the box of beta.", box=[h, h, size, size]),
+        Record("seg", "refseg", [str(image)], "Segment gamma.", mask_paths=[str(tmp_path / "half.png")]),
+        Record("yes", "vqa", [str(image)], "Is there delta?", texts=["yes"]),
+        Record("two", "count", [str(image)], "How many epsilon?", number=3),
+    ], quarter
+
+
+def test_scripted_answers_get_known_scores_and_a_resumed_run_asks_only_the_rest(assistant, records, tmp_path):
+    records, quarter = records
+    answers = {
+        "alpha": ("<box>[0, 0, 500, 500]</box>", []),  # exactly the target: IoU 1
+        "beta": ("<box>[0, 0, 500, 500]</box>", []),  # disjoint from the target: IoU 0
+        "gamma": ("<p>gamma</p> [SEG]", [quarter]),  # a quarter predicted, a half there: IoU 0.5
+        "delta": ("Yes, there is.", []),
+        "epsilon": ("There are two.", []),  # off by one
+    }
+    calls: list[str] = []
+    script(assistant, answers, calls)
+    out = tmp_path / "run"
+    first = evaluate(assistant, records, out, benchmark="unit", limit=2)
+    assert calls == ["alpha", "beta"] and first["samples"] == 2
+    summary = evaluate(assistant, records, out, benchmark="unit", model="tiny")
+    assert calls == [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+    ]  # resumed: the first two were not asked again
+    tasks = summary["tasks"]
+    assert tasks["grounding"] == pytest.approx(
+        {"acc@0.25": 0.5, "acc@0.5": 0.5, "acc@0.75": 0.5, "miou": 0.5, "n": 2, "errors": 0, "unscored": 0}
+    )
+    assert tasks["refseg"]["giou"] == pytest.approx(0.5) and tasks["refseg"]["ciou"] == pytest.approx(0.5)
+    assert tasks["vqa"]["accuracy"] == 1.0 and tasks["count"]["mae"] == 1.0
+    rows = read_log(out / SAMPLES)
+    assert [r["id"] for r in rows] == ["hit", "miss", "seg", "yes", "two"]
+    assert json.loads((out / SUMMARY).read_text())["tasks"]["vqa"]["n"] == 1
+    report = (out / REPORT).read_text()
+    assert "## grounding" in report and "| miss | 0.0000 |" in report
+    # A torn last line (a run killed mid-write) is run again, not trusted.
+    text = (out / SAMPLES).read_text().splitlines()
+    (out / SAMPLES).write_text("\n".join(text[:-1]) + "\n" + text[-1][:20])
+    evaluate(assistant, records, out)
+    assert calls[-1] == "epsilon" and len(calls) == 6
+    assert [r["id"] for r in read_log(out / SAMPLES)] == ["hit", "miss", "seg", "yes", "two"]
+
+
+def test_a_missing_image_is_one_scored_error_not_a_crash(assistant, tmp_path):
+    script(assistant, {"": ("<box>[0, 0, 10, 10]</box>", [])}, [])
+    records = [
+        Record("gone", "grounding", [str(tmp_path / "gone.png")], "Give the box of x.", box=[0, 0, 5, 5])
+    ]
+    summary = evaluate(assistant, records, tmp_path / "run")
+    assert summary["tasks"]["grounding"]["errors"] == 1 and summary["tasks"]["grounding"]["miou"] == 0.0
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    assert (
+        rsvlm_main(["eval", "--benchmark", "levircd", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "A/, B/ and label/" in err
+    assert eval_main(["--benchmark", "nope", "--data", "x", "--out", "y"]) == 2
+
+
+def test_cli_scores_real_levircd_pairs_with_the_tiny_model(tiny_checkpoint, tmp_path):
+    data = DATA / "change/levircd"
+    if not data.exists():
+        pytest.skip("../shared/data is not available")
+    argv = ["--benchmark", "levircd", "--data", str(data), "--model", str(tiny_checkpoint)]
+    argv += ["--limit", "1", "--max-new-tokens", "4", "--out", str(tmp_path / "run")]
+    assert eval_main(argv) == 0
+    summary = json.loads((tmp_path / "run" / SUMMARY).read_text())
+    scores = summary["tasks"]["change_mask"]
+    assert scores["n"] == 1 and scores["errors"] == 0 and 0.0 <= scores["oa"] <= 1.0
