@@ -90,3 +90,75 @@ def test_unknown_benchmark_and_missing_paths_are_clear_errors(tmp_path):
 def test_record_round_trips_through_json():
     r = Record("x", "grounding", ["a.png"], "q?", box=[1, 2, 3, 4])
     assert Record(**r.to_json()) == r
+
+
+def test_gen_parquet_rows_become_records_by_what_their_answer_holds(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from data_gen.driver import encode_png, features
+
+    image = np.zeros((64, 32, 3), np.uint8)  # H 64, W 32: grid -> pixels scales x and y differently
+    mask = np.zeros((64, 32), bool)
+    mask[:10, :10] = True
+
+    def row(rid, task, question, answer, images=1, masks=()):
+        return {
+            "id": rid,
+            "images": [{"bytes": encode_png(image), "path": None}] * images,
+            "conversations": [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ],
+            "masks": [{"bytes": encode_png(m), "path": None} for m in masks],
+            "ref_masks": [],
+            "rasters": [],
+            "raster_names": [],
+            "task": task,
+            "source": "unit",
+            "license": "none",
+            "weak": False,
+            "crs": "",
+            "transform": None,
+            "gsd": None,
+            "split": "test",
+            "block": "",
+            "tile_id": "t",
+            "meta": "{}",
+        }
+
+    rows = [
+        row("g/1", "grounding", "<image>\nWhere is the pond?", "<box>[0, 500, 500, 1000]</box>"),
+        row("s", "grounding", "<image>\nSegment the field.", "<p>field</p> [SEG]", masks=[mask]),
+        row("v", "vqa", "<image>\nIs there water?", "Yes."),
+        row("n", "count", "<image>\nHow many buildings?", "7"),
+        row("c", "caption", "<image>\nDescribe the image.", "Fields and a road."),
+        row(
+            "b", "change", "Image 1 (2009): <image>\nImage 2 (2020): <image>\nDid it change?", "No.", images=2
+        ),
+        row(
+            "m",
+            "change",
+            "Image 1 (a): <image>\nImage 2 (b): <image>\nOutline changes.",
+            "<p>x</p> [SEG]",
+            2,
+            [mask],
+        ),
+    ]
+    out = tmp_path / "data"
+    out.mkdir()
+    datasets.Dataset.from_list(rows, features=features()).to_parquet(str(out / "test-0.parquet"))
+    records = {r.id: r for r in read_benchmark("gen", tmp_path, images=tmp_path / "inputs")}
+    assert {k: r.task for k, r in records.items()} == {
+        "g/1": "grounding",
+        "s": "refseg",
+        "v": "vqa",
+        "n": "count",
+        "c": "caption",
+        "b": "change_binary",
+        "m": "change_mask",
+    }
+    assert records["g/1"].box == [0, 32, 16, 64] and records["g/1"].question == "Where is the pond?"
+    assert records["b"].answer is False and len(records["b"].images) == 2
+    assert records["b"].question == "Did it change?"
+    assert records["n"].number == 7 and records["v"].texts == ["Yes."]
+    np.testing.assert_array_equal(records["s"].target_mask((64, 32)), mask)
+    assert Image.open(records["m"].images[1]).size == (32, 64)
