@@ -134,3 +134,41 @@ def test_cli_scores_real_levircd_pairs_with_the_tiny_model(tiny_checkpoint, tmp_
     summary = json.loads((tmp_path / "run" / SUMMARY).read_text())
     scores = summary["tasks"]["change_mask"]
     assert scores["n"] == 1 and scores["errors"] == 0 and 0.0 <= scores["oa"] <= 1.0
+
+
+def test_change_captions_and_gcg_on_real_records(assistant, tmp_path):
+    from eval.readers import read_benchmark
+
+    if not DATA.exists():
+        pytest.skip("../shared/data is not available")
+    caps = read_benchmark("levircc", DATA / "change_captions/levircc_pairs_captions.json")
+    gcg = read_benchmark("geopixeld", DATA / "grounding/GeoPixelD.json")
+    # Change captions: both pairs get the first pair's first reference; GCG: phrases but no masks. The 800 px GeoPixelD scene is
+    # larger than twice the tiny model's input, so the assistant answers it tile by tile (one call per tile).
+    calls: list[str] = []
+    script(
+        assistant,
+        {
+            "Describe the changes": (caps[0].texts[0], []),
+            "interleaved": ("The <p>court</p> [SEG] is green.", []),
+        },
+        calls,
+    )
+    summary = evaluate(assistant, caps[:2] + gcg, tmp_path / "run")
+    assert calls[:2] == ["Describe the changes"] * 2 and set(calls[2:]) == {"interleaved"}
+    t = summary["tasks"]
+    assert t["change_caption"]["n"] == 2 and 0.5 < t["change_caption"]["bleu1"] < 1.0
+    assert t["gcg"]["mask_miou"] == 0.0 and t["gcg"]["mask_recall@0.5"] == 0.0  # no masks for 4 courts
+    rows = read_log(tmp_path / "run" / SAMPLES)
+    assert rows[-1]["mask_ious"] == [0.0] * 4 and rows[-1]["num_pred_masks"] == 0
+
+
+def test_summarise_captions_by_hand():
+    from eval.run import summarise
+
+    rows = [
+        {"id": "1", "task": "caption", "text": "a b", "refs": ["a b"]},
+        {"id": "2", "task": "caption", "text": "c d", "refs": ["c d"]},
+    ]
+    s = summarise(rows)["caption"]
+    assert s["cider_d"] == pytest.approx(5.0) and s["bleu2"] == pytest.approx(1.0) and s["rouge_l"] == 1.0
