@@ -212,7 +212,8 @@ class ChatApp:
         if answer is not None and answer.regions:
             # regions are on the reference image: the later date of a pair
             reference = state.previews[-1]
-            arrays[-1] = render.draw_regions(arrays[-1], answer.regions, scale=reference.scale)
+            scale = reference.scale / render.display_factor(reference)
+            arrays[-1] = render.draw_regions(arrays[-1], answer.regions, scale=scale)
         if len(arrays) == 1:
             return arrays[0]
         labels = state.dates or tuple(Path(p).stem for p in state.paths)

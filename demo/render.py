@@ -36,10 +36,22 @@ def read_preview(path: str, bands: str | list[int] | None = None) -> geo.GeoImag
     return geo.read_image(path, bands=bands, overview_size=overview)
 
 
+# Small images are shown enlarged (whole pixels repeated), so labels and thin outlines stay readable.
+MIN_DISPLAY_SIZE = 512
+
+
+def display_factor(image: geo.GeoImage) -> int:
+    """Integer enlargement of a small preview: 256 px -> 2x, 100 px -> 5x, 768 px -> 1x."""
+    return max(1, MIN_DISPLAY_SIZE // max(image.height, image.width))
+
+
 def to_uint8(image: geo.GeoImage) -> np.ndarray:
-    """[H, W, 3] uint8 of the image's default composite (true colour when the bands are known)."""
+    """[H*f, W*f, 3] uint8 of the image's default composite (true colour when the bands are known), enlarged by
+    ``display_factor``."""
     rgb = image.rgb()  # [3, H, W] in [0, 1]
-    return (np.clip(np.moveaxis(rgb, 0, -1), 0, 1) * 255).round().astype(np.uint8)
+    array = (np.clip(np.moveaxis(rgb, 0, -1), 0, 1) * 255).round().astype(np.uint8)
+    factor = display_factor(image)
+    return array.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else array
 
 
 def side_by_side(images: Sequence[np.ndarray], labels: Sequence[str], gap: int = 8) -> np.ndarray:
@@ -59,7 +71,7 @@ def side_by_side(images: Sequence[np.ndarray], labels: Sequence[str], gap: int =
 def draw_regions(base: np.ndarray, regions: Sequence[Region], scale: float = 1.0) -> np.ndarray:
     """``base`` [H, W, 3] uint8 with masks as translucent fills, boxes, oriented boxes as polygons, labels.
 
-    ``scale``: source pixels per preview pixel (``GeoImage.scale`` of the preview read).
+    ``scale``: source pixels per displayed pixel (the preview read's ``scale`` / ``display_factor``).
     """
     canvas = Image.fromarray(base).convert("RGBA")
     fill = Image.new("RGBA", canvas.size, (0, 0, 0, 0))

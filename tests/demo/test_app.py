@@ -65,7 +65,9 @@ def upload(app: ChatApp, paths, state=None, chat=None, bands="auto", dates=("", 
 
 def test_upload_previews_the_geotiff_and_questions_grow_the_chat(app):
     state, preview, chat, *_ = upload(app, [NAIP_2020])
-    assert preview.shape == (256, 256, 3) and preview.dtype == np.uint8 and preview.std() > 0
+    # shown enlarged 2x (whole pixels repeated) so labels stay readable
+    assert preview.shape == (512, 512, 3) and preview.dtype == np.uint8 and preview.std() > 0
+    assert np.array_equal(preview[0::2, 0::2], preview[1::2, 1::2])
     assert len(chat) == 1 and "EPSG:26914" in chat[0]["content"]
     steps = run_ask(app, "Describe this image.", chat, state)
     chat, state = steps[-1][0], steps[-1][6]
@@ -94,11 +96,12 @@ def test_a_scripted_answer_is_streamed_drawn_tabled_and_downloadable(app, assist
         and table[0][3] > 0
         and table[0][4] == pytest.approx(table[0][3] / 1e4, rel=1e-3)
     )
-    # the box (source px 25.6..128 x 51.2..153.6) is outlined, the pond is tinted
+    # the box (source px 25.6..128 x 51.2..153.6, shown 2x) is outlined, the pond (source rows 80..120, cols
+    # 20..80) is tinted, and far from both nothing changed
     assert overlay.shape == plain.shape and not np.array_equal(overlay, plain)
-    assert not np.array_equal(overlay[51, 26:128], plain[51, 26:128])
-    assert not np.array_equal(overlay[100, 40], plain[100, 40])
-    assert np.array_equal(overlay[250, 250], plain[250, 250])
+    assert not np.array_equal(overlay[103, 60:250], plain[103, 60:250])
+    assert not np.array_equal(overlay[200, 80], plain[200, 80])
+    assert np.array_equal(overlay[500, 500], plain[500, 500])
     features = json.loads(Path(geojson["value"]).read_text())["features"]
     assert [f["properties"]["label"] for f in features] == ["The field", "the pond"]
     lon, lat = features[0]["geometry"]["coordinates"][0][0]
@@ -139,7 +142,7 @@ def test_model_failures_and_empty_questions_are_one_line_errors(app, assistant):
 
 def test_two_dates_are_shown_side_by_side_and_sessions_are_isolated(app):
     pair, preview, *_ = upload(app, [NAIP_2009, NAIP_2020], dates=("2009", "2020"))
-    assert preview.shape[0] == 256 and preview.shape[1] > 2 * 256
+    assert preview.shape[0] == 512 and preview.shape[1] > 2 * 512
     assert pair.dates == ("2009", "2020")
     single, _, chat_b, *_ = upload(app, [NAIP_2020])
     chat_a = run_ask(app, "What changed?", [], pair)[-1][0]
