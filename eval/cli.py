@@ -28,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="default", help="'default' (the embedded model) or a checkpoint")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N records")
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument(
+        "--tile",
+        action="store_true",
+        help="answer images larger than the model input by overview + windows (default: whole image, resized, "
+        "as the benchmarks' papers score)",
+    )
     parser.add_argument("--out", required=True, help="folder for samples.jsonl, summary.json, report.md")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from eval.run import evaluate
         from rsvlm.assistant import Assistant
 
-        assistant = Assistant.from_pretrained(args.model)
+        assistant = Assistant.from_pretrained(args.model, tile_large_scenes=args.tile)
         summary = evaluate(
             assistant,
             records,

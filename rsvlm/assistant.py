@@ -137,11 +137,15 @@ class Assistant:
         max_tiles: int = 16,
         tile_overlap: float = 0.125,
         dtype: str | torch.dtype = "auto",
+        tile_large_scenes: bool = True,
     ):
         self.model = model
         self.processor = processor
         self.max_tiles = max_tiles
         self.tile_overlap = tile_overlap
+        # False: an image larger than the model input is answered whole, resized (as benchmarks are scored);
+        # True: by an overview and full-resolution windows (large scenes).
+        self.tile_large_scenes = tile_large_scenes
         self.dtype = inference_dtype(dtype, model)
         if self.dtype != torch.float32:
             _cast_for_inference(model, self.dtype)
@@ -251,7 +255,7 @@ class Session:
         if not self.images:
             raise ValueError("no image: give one image (or two dates) with the first question")
         first = self.images[0]
-        if len(self.images) == 1 and max(first.source_shape) > 2 * self.assistant.image_size:
+        if self._is_large(first.source_shape) and len(self.images) == 1:
             return self._ask_large_scene(question, max_new_tokens=max_new_tokens)
         answer = self._ask_window(
             question, self.images, max_new_tokens=max_new_tokens, streamer=streamer, remember=True
@@ -279,8 +283,7 @@ class Session:
         if isinstance(image, geo.GeoImage):
             return image
         info = geo.inspect_raster(image)
-        limit = 2 * self.assistant.image_size
-        if max(info.width, info.height) > limit:
+        if self._is_large(info.shape):
             if not info.overviews and info.pixels > OVERVIEW_SCAN_LIMIT:
                 # An overview of a raster without internal overviews scans every block (minutes past this size).
                 raise geo.RasterError(
@@ -290,6 +293,13 @@ class Session:
             # A large scene: keep only an overview in memory; windows are read on demand.
             return geo.read_image(image, bands=bands, overview_size=self.assistant.image_size)
         return geo.read_image(image, bands=bands)
+
+    def _is_large(self, shape: tuple[int, int]) -> bool:
+        """Answered by overview + windows: larger than twice the model input, unless tiling is off and the image
+        can be read whole (``geo.DEFAULT_MAX_PIXELS``); a bigger one is tiled regardless, never allocated."""
+        if max(shape) <= 2 * self.assistant.image_size:
+            return False
+        return self.assistant.tile_large_scenes or shape[0] * shape[1] > geo.DEFAULT_MAX_PIXELS
 
     def _model_pixels(self, image: geo.GeoImage) -> np.ndarray:
         """[C, H, W] in [0, 1]: the RGB composite for an RGB tower, else as many bands as the band adapter takes."""

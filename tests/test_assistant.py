@@ -297,3 +297,23 @@ def test_a_new_in_memory_image_is_encoded_again(assistant):
             "Describe.", images=[geo.GeoImage.from_array(rng.integers(0, 255, (64, 64, 3)))], max_new_tokens=2
         )
     assert session.encode_count == 2
+
+
+def test_without_tiling_a_larger_image_is_answered_whole(tiny_checkpoint, tmp_path):
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "chip.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=800, height=600, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 5000000, 0.5, 0.5)) as dst:  # fmt: skip
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 600, 800), dtype=np.uint8))
+    assistant = Assistant.from_pretrained(tiny_checkpoint, tile_large_scenes=False)
+    scripted(
+        assistant,
+        "The roof <p>roof</p> [SEG].",
+        masks=[np.pad(np.ones((16, 16), bool), ((0, 112), (0, 112)))],
+    )
+    answer = assistant.session().ask("Segment the roof.", images=[path])
+    assert answer.tiles == 1 and answer.image_shape == (600, 800)
+    roof = answer.regions[0]
+    assert roof.mask.shape == (600, 800)
+    assert roof.pixel_box == pytest.approx((0, 0, 100, 100), abs=1)  # 16 of 128 model px = 100 source px

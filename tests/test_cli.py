@@ -108,13 +108,6 @@ def test_mask_geotiff_without_masks_is_refused_before_anything_is_written(
     assert captured.out == "" and list(tmp_path.iterdir()) == []
 
 
-def test_subcommands_owned_by_later_issues_say_so(capsys):
-    assert main(["eval"]) == 2
-    assert "not built yet" in capsys.readouterr().err
-    assert main(["serve"]) == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
 def test_delegated_subcommands_get_their_own_flags(capsys):
     assert main(["gen", "--help"]) == 0
     assert "--tile-size" in capsys.readouterr().out
