@@ -184,3 +184,17 @@ def test_serve_with_a_bad_model_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rsvlm serve:") and "\n" not in err
+
+
+def test_a_png_without_crs_is_answered_in_pixels_with_a_warning(app, assistant, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(png)
+    state, preview, chat, *_ = upload(app, [str(png)])
+    assert preview.shape == (400, 480, 3) and "no CRS" in chat[-1]["content"]
+    scripted(assistant, "A car at <box>[100, 100, 300, 300]</box>.")
+    chat, overlay, table, geojson, _, warnings, *_ = run_ask(app, "Where?", chat, state)[-1]
+    assert table[0][1] == "A car" and table[0][3] is None  # no CRS: no area
+    assert "no CRS" in warnings and not geojson["visible"]
+    state.close()
