@@ -209,7 +209,7 @@ def parse_answer(text: str) -> ParsedAnswer:
         pieces.append(between)
         if between.strip():
             pending = None
-        last_end = m.end()
+        previous_end, last_end = last_end, m.end()
         if m.group("box") is not None:
             values = _numbers(m.group("box"))
             if values is None or len(values) != 4:
@@ -226,7 +226,7 @@ def parse_answer(text: str) -> ParsedAnswer:
             if pending is not None and pending.box is None:
                 pending.box = box
             else:
-                regions.append(Region(label=_label_before(text, m.start()), box=box))
+                regions.append(Region(label=_label_before(text, m.start(), previous_end), box=box))
         elif m.group("obb") is not None:
             values = _numbers(m.group("obb"))
             if values is None or len(values) != 5:
@@ -240,7 +240,7 @@ def parse_answer(text: str) -> ParsedAnswer:
             if pending is not None and pending.obb is None:
                 pending.obb = obb
             else:
-                regions.append(Region(label=_label_before(text, m.start()), obb=obb))
+                regions.append(Region(label=_label_before(text, m.start(), previous_end), obb=obb))
         elif m.group("phrase") is not None:
             phrase = " ".join(m.group("phrase").split())
             pieces.append(phrase)
@@ -267,16 +267,25 @@ def parse_answer(text: str) -> ParsedAnswer:
     return ParsedAnswer(text=display, regions=regions, warnings=warnings)
 
 
-def _label_before(text: str, position: int) -> str:
-    """The last few words before a box, used as its label when no phrase names it."""
-    before = _TAG.sub(" ", text[:position])
-    before = _STRAY_TAG.sub(" ", before)
-    sentence = re.split(r"[.!?\n:]", before)[-1]
-    words = re.findall(r"[A-Za-z][A-Za-z\-']*", sentence)
-    stop = {"the", "a", "an", "is", "are", "at", "in", "of", "and", "there", "here", "it", "located", "found"}
-    while words and words[-1].lower() in stop:
+_LABEL_STOP = {
+    "the", "a", "an", "is", "are", "at", "in", "of", "and", "there", "here", "it", "located", "found", "on", "near",
+    "by", "with", "which", "that", "some", "its", "their",
+}  # fmt: skip
+_ARTICLES = {"the", "a", "an", "some", "its", "their"}
+
+
+def _label_before(text: str, position: int, start: int = 0) -> str:
+    """The words naming a box that no phrase names: the last clause between ``start`` (the end of the previous
+    tag) and the box, without the function words around it ("The field is at <box>" -> "The field")."""
+    before = _STRAY_TAG.sub(" ", _TAG.sub(" ", text[start:position]))
+    clause = re.split(r"[.!?\n:;,]", before)[-1]
+    words = re.findall(r"[A-Za-z][A-Za-z\-']*", clause)
+    while words and words[-1].lower() in _LABEL_STOP:
         words.pop()
-    return " ".join(words[-4:])
+    words = words[-4:]
+    while words and words[0].lower() in _LABEL_STOP - _ARTICLES:  # "and a barn" -> "a barn"; articles stay
+        words.pop(0)
+    return " ".join(words)
 
 
 def attach_masks(parsed: ParsedAnswer, masks: list[Any]) -> ParsedAnswer:

@@ -130,6 +130,10 @@ def test_missing_masks_and_extra_masks_are_reported():
 def test_label_for_a_bare_box_comes_from_the_words_before_it():
     parsed = parse_answer("The small airplane is at <box>[1, 2, 3, 4]</box>.")
     assert parsed.regions[0].label == "The small airplane"
+    parsed = parse_answer(
+        "The field is at <box>[1, 2, 3, 4]</box>, a road at <obb>[5, 5, 9, 2, 0]</obb> and a barn <box>[1, 1, 2, 2]</box>."
+    )
+    assert [r.label for r in parsed.regions] == ["The field", "a road", "a barn"]
 
 
 def test_obb_normalisation_swaps_sides_and_wraps_angles():
