@@ -3,10 +3,10 @@
     rsvlm ask IMAGE [IMAGE2] -q "question" [--model default|PATH] [--out answer.json] [--geojson FILE]
               [--mask-tif FILE] [--bands PRESET]
     rsvlm chat IMAGE [IMAGE2]            # a multi-turn conversation in the terminal
-    rsvlm serve                          # the Gradio chat
-    rsvlm gen ...                        # instruction data (see `rsvlm gen --help`)
-    rsvlm train --recipe default-cpu --data out/ds --out out/run   # fine-tune (see train/README.md)
-    rsvlm train ... / rsvlm eval ...
+    rsvlm serve [--model PATH] [--port 7860]                       # the Gradio chat (demo/)
+    rsvlm gen ...                                                  # instruction data (data_gen/README.md)
+    rsvlm train --recipe default-cpu --data out/ds --out out/run   # fine-tune (train/README.md)
+    rsvlm eval --benchmark NAME --data PATH --out DIR              # score a model (eval/README.md)
 
 Errors in what the user gave (a bad raster, a missing folder, a malformed checkpoint) print one line on stderr
 and exit with code 2; nothing is written.
@@ -129,29 +129,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from demo.app import main as demo_main
-    except ModuleNotFoundError as error:
-        if error.name != "demo.app":
-            raise
-        print("rsvlm serve: the chat app is not built yet (demo/ lands with the demo issue)", file=sys.stderr)
-        return EXIT_USAGE
-    return demo_main(args.rest)
-
-
-def _delegate(module: str, what: str):
-    """`gen`, `train` and `eval` live in their own packages; the console script only dispatches to them."""
+def _delegate(module: str):
+    """`serve`, `gen`, `train` and `eval` live in their own packages; the console script only dispatches."""
 
     def run(args: argparse.Namespace) -> int:
-        try:
-            target = importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:  # a dependency is missing: say which, do not pretend it is unbuilt
-                raise
-            print(f"rsvlm {what}: not built yet", file=sys.stderr)
-            return EXIT_USAGE
-        return int(target.main(args.rest) or 0)
+        return int(importlib.import_module(module).main(args.rest) or 0)
 
     return run
 
@@ -210,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(
             command=argv[0], rest=argv[1:], verbose="-v" in argv[1:] or "--verbose" in argv[1:]
         )
-        args.run = cmd_serve if argv[0] == "serve" else _delegate(DELEGATED[argv[0]], argv[0])
+        args.run = _delegate(DELEGATED[argv[0]])
     else:
         args = parser.parse_args(argv)
     logging.basicConfig(
