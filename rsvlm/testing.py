@@ -122,3 +122,17 @@ def write_tiny_sam(path: Path) -> Path:
     )
     SamModel(config).save_pretrained(path)
     return Path(path)
+
+
+def scripted_generation(tokenizer, text: str, masks=(), image_size: int = 64):
+    """The ``GenerationResult`` a model returns when it "says" ``text`` with these boolean masks ([S, S] each):
+    tests replace ``model.generate`` with it to check everything after the model on a known answer."""
+    from rsvlm.modeling_rsvlm import GenerationResult
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    logits = (
+        torch.stack([torch.where(torch.as_tensor(m), 10.0, -10.0) for m in masks])
+        if len(masks)
+        else torch.zeros(0, image_size, image_size)
+    )  # [n_seg, S, S]
+    return GenerationResult(sequences=torch.tensor([ids]), masks=[logits], timings={"ttft": 0.0})

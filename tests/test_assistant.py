@@ -14,7 +14,7 @@ from shapely.geometry import shape
 
 from rsvlm import geo
 from rsvlm.assistant import Assistant
-from rsvlm.modeling_rsvlm import GenerationResult
+from rsvlm.testing import scripted_generation
 
 DATA = Path(__file__).parent / "data"
 NAIP_2020 = DATA / "naip_2020_256.tif"
@@ -35,13 +35,7 @@ def scripted(assistant: Assistant, text: str, masks: list[np.ndarray] = (), prom
     def generate(**kwargs):
         if prompts is not None:
             prompts.append(tokenizer.decode(kwargs["input_ids"][0]))
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        logits = (
-            torch.stack([torch.where(torch.as_tensor(m), 10.0, -10.0) for m in masks])
-            if masks
-            else torch.zeros(0, size, size)
-        )
-        return GenerationResult(sequences=torch.tensor([ids]), masks=[logits], timings={"ttft": 0.0})
+        return scripted_generation(tokenizer, text, masks, size)
 
     assistant.model.generate = generate
 

@@ -14,7 +14,7 @@ import torch
 
 from demo.app import ChatApp, build_demo, main
 from rsvlm.assistant import Assistant
-from rsvlm.modeling_rsvlm import GenerationResult
+from rsvlm.testing import scripted_generation
 
 DATA = Path(__file__).parents[1] / "data"
 NAIP_2020 = str(DATA / "naip_2020_256.tif")
@@ -44,13 +44,7 @@ def scripted(assistant: Assistant, text: str, masks=(), pieces: int = 3) -> None
             step = max(1, len(text) // pieces)
             for start in range(0, len(text), step):
                 streamer(text[start : start + step])
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        logits = (
-            torch.stack([torch.where(torch.as_tensor(m), 10.0, -10.0) for m in masks])
-            if masks
-            else torch.zeros(0, size, size)
-        )
-        return GenerationResult(sequences=torch.tensor([ids]), masks=[logits], timings={"ttft": 0.0})
+        return scripted_generation(tokenizer, text, masks, size)
 
     assistant.model.generate = generate
 

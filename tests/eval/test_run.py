@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from eval.cli import main as eval_main
@@ -13,7 +12,7 @@ from eval.readers import Record
 from eval.run import REPORT, SAMPLES, SUMMARY, evaluate, read_log
 from rsvlm.assistant import Assistant
 from rsvlm.cli import main as rsvlm_main
-from rsvlm.modeling_rsvlm import GenerationResult
+from rsvlm.testing import scripted_generation
 
 DATA = Path(__file__).resolve().parents[2] / "../shared/data"
 
@@ -33,13 +32,7 @@ def script(assistant: Assistant, answers: dict[str, tuple[str, list[np.ndarray]]
         key = next(k for k in answers if k in prompt)
         calls.append(key)
         text, masks = answers[key]
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        logits = (
-            torch.stack([torch.where(torch.as_tensor(m), 10.0, -10.0) for m in masks])
-            if masks
-            else torch.zeros(0, size, size)
-        )
-        return GenerationResult(sequences=torch.tensor([ids]), masks=[logits], timings={"ttft": 0.0})
+        return scripted_generation(tokenizer, text, masks, size)
 
     assistant.model.generate = generate
 
