@@ -136,3 +136,19 @@ def scripted_generation(tokenizer, text: str, masks=(), image_size: int = 64):
         else torch.zeros(0, image_size, image_size)
     )  # [n_seg, S, S]
     return GenerationResult(sequences=torch.tensor([ids]), masks=[logits], timings={"ttft": 0.0})
+
+
+def forcing_logits(model, tokens):
+    """A ``compute_logits`` for ``model`` that makes each decoding step pick the next id of ``tokens``: the real
+    ``generate`` loop (KV cache, [SEG] states, masks) runs on an answer the test chose."""
+    script = iter(tokens)
+    original = model.compute_logits
+
+    def compute_logits(hidden):
+        logits = original(hidden)
+        if hidden.ndim == 1:  # one decoding step (the forward pass over a whole sequence is left alone)
+            logits = logits.clone()
+            logits[next(script)] = 1e4
+        return logits
+
+    return compute_logits

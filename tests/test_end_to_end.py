@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from rsvlm.testing import forcing_logits
+
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
@@ -77,15 +79,7 @@ def test_default_model_generate_with_the_real_tokenizer(default_model, monkeypat
     assert model.stop_token_ids() == {tokenizer.convert_tokens_to_ids("<|im_end|>")}
     reply = tokenizer("<p>roof</p> [SEG] and <p>road</p> [SEG].", add_special_tokens=False)["input_ids"]
     stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    script = iter([*reply, stop, *reply])
-    original = model.compute_logits
-
-    def scripted(hidden):
-        logits = original(hidden)
-        if hidden.ndim == 1:
-            logits = logits.clone()
-            logits[next(script)] = 1e4
-        return logits
+    scripted = forcing_logits(model, [*reply, stop, *reply])
 
     prompt = processor.prompt_for_generation(
         [{"role": "user", "content": "<image>\nSegment."}], [_naip("naip_2020_256.tif")]

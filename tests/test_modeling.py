@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from rsvlm.configuration_rsvlm import RSVLMConfig
 from rsvlm.losses import mask_iou
 from rsvlm.modeling_rsvlm import ImageFeatures, RSVLMForConditionalGeneration, RSVLMInputError
+from rsvlm.testing import forcing_logits
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -254,16 +255,7 @@ def test_generate_returns_one_mask_per_generated_seg(tiny_model, monkeypatch):
     seg_id = tiny_model.config.seg_token_id
     stop = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     word = _word_id(tiny_model)
-    script = iter([seg_id, word, seg_id, seg_id, stop])
-    original = tiny_model.compute_logits
-
-    def scripted(hidden):  # force a token sequence through the real decoding path
-        logits = original(hidden)
-        if hidden.ndim == 1:
-            logits = logits.clone()
-            logits[next(script)] = 1e4
-        return logits
-
+    scripted = forcing_logits(tiny_model, [seg_id, word, seg_id, seg_id, stop])
     monkeypatch.setattr(tiny_model, "compute_logits", scripted)
     streamed: list[str] = []
     result = tiny_model.generate(**prompt, max_new_tokens=10, streamer=streamed.append)
@@ -377,15 +369,7 @@ def test_bfloat16_llm_with_float32_heads(tiny_llm_dir, tiny_vit_dir, single_thre
 
 def _scripted_generate(model, monkeypatch, script, **kwargs):
     """Run the real ``generate`` loop with the next token forced from ``script`` at every step."""
-    tokens = iter(script)
-    original = model.compute_logits
-
-    def scripted(hidden):
-        logits = original(hidden)
-        if hidden.ndim == 1:
-            logits = logits.clone()
-            logits[next(tokens)] = 1e4
-        return logits
+    scripted = forcing_logits(model, script)
 
     processor = model.get_processor()
     prompt = processor.prompt_for_generation(SEG_CONV[:1], [square_image(0)[0]])
@@ -448,17 +432,9 @@ def test_two_date_generate_masks_come_from_the_change_map(tiny_model, monkeypatc
     assert prompt["num_images_per_sample"].tolist() == [2]
     seg_id = tiny_model.config.seg_token_id
     stop = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    script = iter([_word_id(tiny_model), seg_id, stop])
-    original = tiny_model.compute_logits
-
-    def scripted(hidden):
-        logits = original(hidden)
-        if hidden.ndim == 1:
-            logits = logits.clone()
-            logits[next(script)] = 1e4
-        return logits
-
-    monkeypatch.setattr(tiny_model, "compute_logits", scripted)
+    monkeypatch.setattr(
+        tiny_model, "compute_logits", forcing_logits(tiny_model, [_word_id(tiny_model), seg_id, stop])
+    )
     result = tiny_model.generate(**prompt, max_new_tokens=8)
     monkeypatch.undo()
     assert result.masks[0].shape == (1, 64, 64)
