@@ -126,7 +126,8 @@ def check_bf16_autocast(llm_dir: Path, vit_dir: Path, device: str | torch.device
     for name in (
         "new_token_embed",
         "projector.mlp.0.weight",
-        "seg_projector.0.weight",
+        "seg_projector.2.weight",  # its last layer starts at zero beside the phrase prompt (first step)
+        "phrase_projector.0.weight",
         "mask_decoder.output_token",
     ):
         grad = dict(model.named_parameters())[name].grad

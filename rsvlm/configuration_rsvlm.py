@@ -36,6 +36,13 @@ class RSVLMConfig(PretrainedConfig):
         lora_r / lora_alpha / lora_dropout / lora_target_modules: LoRA on the frozen LLM.
         decoder_dim / decoder_depth / decoder_heads: width, number of two-way blocks and heads of the light decoder.
         highres_dim: channels of the light decoder's high-resolution pixel branch (stride 4).
+        highres_cues: feed that branch sensor-agnostic pixel cues (standardised colour, greenness, texture, edges;
+            ``rsvlm.mask_decoder.PixelCues``) beside the raw pixels.
+        phrase_prompt: each ``[SEG]``'s mask prompt adds the embedding of the phrase it closes (``<p>phrase</p>
+            [SEG]``, mean of the frozen LLM's input embeddings of the phrase's tokens) to the projected ``[SEG]``
+            state. The LLM then decides *what* to segment and the decoder *where*; the decoder can be trained on
+            (image, phrase, mask) triples without the LLM in the loop, and large scenes can be decoded window by
+            window from the phrase alone.
         ce_weight / bce_weight / dice_weight: loss = ce_weight * CE + bce_weight * BCE + dice_weight * Dice.
         load_in_4bit: load the LLM through bitsandbytes (QLoRA); needs a CUDA GPU.
         llm_dtype: dtype name for the frozen LLM (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` keeps
@@ -62,6 +69,8 @@ class RSVLMConfig(PretrainedConfig):
     decoder_depth: int = 2
     decoder_heads: int = 4
     highres_dim: int = 32
+    highres_cues: bool = True
+    phrase_prompt: bool = True
     ce_weight: float = 1.0
     bce_weight: float = 2.0
     dice_weight: float = 0.5

@@ -145,6 +145,23 @@ def clean_phrase(phrase: str) -> str:
     return " ".join(cleaned.split())
 
 
+_LAST_PHRASE = re.compile(r"<p>((?:(?!</?p>).)*)</p>\s*$", re.DOTALL)
+_LEADING_DETERMINERS = re.compile(r"^(?:(?:all|every|each|of|the|a|an|any)\s+)+")
+
+
+def last_phrase(text_before_seg: str) -> str:
+    """The phrase of the ``<p>…</p>`` that ends ``text_before_seg`` (the text up to a ``[SEG]``), else ``""``."""
+    m = _LAST_PHRASE.search(text_before_seg)
+    return clean_phrase(m.group(1)) if m else ""
+
+
+def normalise_phrase(phrase: str) -> str:
+    """The form a phrase is embedded in for the mask prompt: lower case, no leading determiners ("all the
+    buildings" -> "buildings"), single spaces; the same in training and at inference."""
+    words = " ".join(clean_phrase(phrase).lower().split())
+    return _LEADING_DETERMINERS.sub("", words).strip()
+
+
 def format_two_date_prompt(question: str, labels: tuple[str, str] = ("date 1", "date 2")) -> str:
     """The user turn for two dates: both images introduced by their labels, then the question."""
     first, second = (clean_phrase(x).replace("(", "").replace(")", "") for x in labels)

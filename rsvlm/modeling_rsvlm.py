@@ -35,6 +35,7 @@ from transformers.utils import ModelOutput
 from rsvlm import backbones
 from rsvlm.atomic import atomic_path, write_text_atomic
 from rsvlm.configuration_rsvlm import RSVLMConfig
+from rsvlm.grounding import last_phrase, normalise_phrase
 from rsvlm.losses import dice_loss, sigmoid_ce_loss
 from rsvlm.mask_decoder import LightMaskDecoder, SamMaskDecoderAdapter
 from rsvlm.processing_rsvlm import END_OF_TURN, IGNORE_INDEX, RSVLMProcessor, add_special_tokens
@@ -180,11 +181,20 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
                 heads=config.decoder_heads,
                 highres_dim=config.highres_dim,
                 image_size=config.image_size,
+                highres_cues=config.highres_cues,
             )
         prompt_dim = self.mask_decoder.prompt_dim
         self.seg_projector = nn.Sequential(
             nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, prompt_dim)
         )
+        if config.phrase_prompt:
+            self.phrase_projector = nn.Sequential(
+                nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, prompt_dim)
+            )
+            # The [SEG] state starts as a no-op on top of the phrase, so a decoder trained on phrases alone
+            # (train.heads) keeps its masks until end-to-end training teaches the [SEG] state something.
+            nn.init.zeros_(self.seg_projector[-1].weight)
+            nn.init.zeros_(self.seg_projector[-1].bias)
         self.post_init()
         if config.load_in_4bit:  # the quantised LLM already sits on the GPU; bring the heads there too
             device = base_embed.weight.device
@@ -351,18 +361,61 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         )
         return out.last_hidden_state  # [B, T, H]
 
+    def phrase_embeddings(self, phrases: list[str]) -> torch.Tensor:
+        """Phrases -> ``[M, H]``: the mean of the frozen LLM's input embeddings of each normalised phrase's
+        tokens (``normalise_phrase``); an empty phrase gives zeros."""
+        embed = self.causal_lm.get_input_embeddings()
+        device = embed.weight.device
+        out = torch.zeros(len(phrases), self.hidden_size, device=device)
+        for i, phrase in enumerate(phrases):
+            ids = self.tokenizer(normalise_phrase(phrase), add_special_tokens=False)["input_ids"]
+            if ids:
+                out[i] = embed(torch.tensor(ids, device=device)).float().mean(0)
+        return out
+
+    def mask_prompts(self, seg_hidden: torch.Tensor | None, phrases: list[str] | None) -> torch.Tensor:
+        """The mask decoder's prompts ``[M, P]``: projected ``[SEG]`` states, plus the projected phrase
+        embeddings when ``config.phrase_prompt`` (either input may be missing, not both)."""
+        prompts = None
+        if seg_hidden is not None:
+            prompts = self.seg_projector(seg_hidden.float())
+        if self.config.phrase_prompt and phrases is not None:
+            from_phrase = self.phrase_projector(self.phrase_embeddings(phrases))
+            prompts = from_phrase if prompts is None else prompts + from_phrase
+        if prompts is None:
+            raise RSVLMInputError("a mask prompt needs a [SEG] state or, with phrase_prompt, a phrase")
+        return prompts
+
     def decode_masks(
-        self, seg_hidden: torch.Tensor, sample_index: list[int], image_features: ImageFeatures | None
+        self,
+        seg_hidden: torch.Tensor | None,
+        sample_index: list[int],
+        image_features: ImageFeatures | None,
+        phrases: list[str] | None = None,
     ) -> torch.Tensor:
-        """``[SEG]`` hidden states ``[M, H]`` of the given samples -> mask logits ``[M, S, S]``."""
+        """``[SEG]`` hidden states ``[M, H]`` (and/or the phrases they close) of the given samples -> mask logits
+        ``[M, S, S]``. With ``seg_hidden=None`` the masks come from the phrases alone (``phrase_prompt``)."""
         size = self.config.image_size
-        if seg_hidden.shape[0] == 0:
-            return seg_hidden.new_zeros(0, size, size, dtype=torch.float32)
+        if len(sample_index) == 0:
+            return self.new_token_embed.new_zeros(0, size, size, dtype=torch.float32)
         for i in set(sample_index):
             if image_features is None or image_features.contexts[i] is None:
                 raise RSVLMInputError(f"sample {i} has a [SEG] token but no image to segment")
-        prompts = self.seg_projector(seg_hidden.float())  # [M, P]
+        prompts = self.mask_prompts(seg_hidden, phrases)  # [M, P]
         return self.mask_decoder(image_features.contexts, sample_index, prompts)  # [M, S, S]
+
+    def seg_phrases(self, input_ids: torch.Tensor, positions: list[tuple[int, int]]) -> list[str]:
+        """The phrase each ``[SEG]`` at ``(row, column)`` closes: the last ``<p>…</p>`` between the previous
+        ``[SEG]`` of that row (or the row's start) and it; ``""`` when there is none."""
+        seg_id = self.config.seg_token_id
+        phrases, start_of = [], {}
+        for row, col in positions:
+            start = start_of.get(row, 0)
+            ids = input_ids[row, start:col].tolist()
+            phrases.append(last_phrase(self.tokenizer.decode(ids, skip_special_tokens=False)))
+            start_of[row] = col + 1
+            assert int(input_ids[row, col]) == seg_id
+        return phrases
 
     # ------------------------------------------------------------------------------------------------------------
     # Forward
@@ -394,8 +447,15 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
             seg_positions = input_ids == seg_id
             if attention_mask is not None:
                 seg_positions &= attention_mask.bool()
-        batch_index, _ = seg_positions.nonzero(as_tuple=True)
-        masks = self.decode_masks(hidden[seg_positions], batch_index.tolist(), image_features)  # [M, S, S]
+        batch_index, columns = seg_positions.nonzero(as_tuple=True)
+        phrases = (
+            self.seg_phrases(input_ids, list(zip(batch_index.tolist(), columns.tolist())))
+            if self.config.phrase_prompt
+            else None
+        )
+        masks = self.decode_masks(
+            hidden[seg_positions], batch_index.tolist(), image_features, phrases
+        )  # [M, S, S]
         counts = seg_positions.sum(-1).tolist()
         pred_masks = list(masks.split(counts))
 
@@ -536,7 +596,13 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
 
         mask_start = time.perf_counter()
         states = torch.stack(seg_hidden) if seg_hidden else hidden.new_zeros(0, self.hidden_size)
-        masks = self.decode_masks(states, [0] * len(seg_hidden), image_features)  # [n_seg, S, S]
+        phrases = None
+        if self.config.phrase_prompt and seg_hidden:
+            ids = torch.tensor([generated], device=device)
+            phrases = self.seg_phrases(
+                ids, [(0, i) for i, t in enumerate(generated) if t == seg_id][: len(seg_hidden)]
+            )
+        masks = self.decode_masks(states, [0] * len(seg_hidden), image_features, phrases)  # [n_seg, S, S]
         timings = {
             "ttft": ttft,
             "tokens_per_s": (len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0,
