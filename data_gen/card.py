@@ -44,11 +44,12 @@ def aggregate(out: Path) -> dict[str, Any]:
         "types": Counter(),
         "class_pixels": Counter(),
         "unknown_values": Counter(),
+        "ignored_pixels": 0,
     }
     for path in sorted((out / "stats").glob("*.json")):
         s = json.loads(path.read_text())
         total["shards"] += 1
-        for key in ("tiles", "tiles_empty", "samples", "weak_samples"):
+        for key in ("tiles", "tiles_empty", "samples", "weak_samples", "ignored_pixels"):
             total[key] += s.get(key, 0)
         total["by_split"][s["split"]] += s["samples"]
         for key in ("tasks", "types", "class_pixels", "unknown_values"):
@@ -124,6 +125,9 @@ def write_card(out: str | Path, cfg: GenConfig | None = None) -> Path:
         lines.append(f"| {name} | {100 * n / total_px:.1f} % |")
     unknown = stats["unknown_values"]
     lines += [
+        "",
+        f"Ignored label pixels (ignore values, nodata, off the label raster, unknown values): "
+        f"{stats['ignored_pixels']}",
         "",
         "Unknown label values (not in the taxonomy): "
         + (", ".join(f"{v} ({n} px)" for v, n in sorted(unknown.items())) if unknown else "none"),

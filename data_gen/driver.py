@@ -253,6 +253,7 @@ def run_shard(cfg: GenConfig, shard: Shard, loader: Loader) -> dict[str, Any]:
         "types": Counter(),
         "class_pixels": Counter(),
         "unknown_values": Counter(),
+        "ignored_pixels": 0,
         "weak_samples": 0,
         "blocks": sorted({r.block for r in shard.refs}),
     }
@@ -278,6 +279,7 @@ def run_shard(cfg: GenConfig, shard: Shard, loader: Loader) -> dict[str, Any]:
             stats["class_pixels"][c.info.name] += c.pixels
         for v, n in a.unknown.items():
             stats["unknown_values"][str(v)] += n
+        stats["ignored_pixels"] += a.ignored
         for s in samples:
             stats["tasks"][s.task] += 1
             for t in s.meta.get("types", []):

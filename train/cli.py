@@ -1,4 +1,5 @@
-"""``rsvlm train`` (and ``python -m train.sft``): fine-tune on ``rsvlm gen`` data from a recipe.
+"""``rsvlm train``: fine-tune on ``rsvlm gen`` data from a recipe. The entry point of ``train/``, above the loop
+(``train.sft``); ``python -m train.cli`` and ``accelerate launch -m train.cli`` run the same.
 
     rsvlm train --recipe default-cpu --data out/ds --out out/run [--max-steps 100] [key=value ...]
     rsvlm train --recipe train/recipes/lora.yaml --data out/ds1 out/ds2 --out out/run lr=1e-4 model.lora_r=16

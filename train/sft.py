@@ -1,8 +1,8 @@
 """Supervised fine-tuning of rsvlm on ``rsvlm gen`` instruction data, with ``accelerate``.
 
     rsvlm train --recipe default-cpu --data out/ds --out out/run                  # one process (CPU or one GPU)
-    python -m train.sft --recipe default-cpu --data out/ds --out out/run          # the same
-    accelerate launch --config_file train/accelerate/multi_gpu.yaml -m train.sft --recipe lora --data out/ds \
+    python -m train.cli --recipe default-cpu --data out/ds --out out/run          # the same
+    accelerate launch --config_file train/accelerate/multi_gpu.yaml -m train.cli --recipe lora --data out/ds \
         --out out/run-lora                                                        # DDP on every GPU
 
 The loop: the model (frozen backbones + trainable heads and LoRA) -> AdamW over the parameters that require
@@ -506,11 +506,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     return TrainResult(step, final_dir, last_saved, history, resume_from, dict(skipped))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from train.cli import main as cli_main
-
-    return cli_main(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # The command line lives in train.cli, above this loop; importing it from here would close an import circle.
+    print("rsvlm train: run `python -m train.cli` (or `rsvlm train`); train.sft is the loop", file=sys.stderr)
+    sys.exit(2)

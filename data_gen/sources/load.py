@@ -15,11 +15,14 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 
 from data_gen.config import GenConfig, TileRef
 from data_gen.tile import Instance, Taxonomy, Tile
+from rsvlm.geo.gdal import gdal_message
 
 from .change import change_from_labels, change_from_mask, synthesize_second_date
 from .errors import SourceError
@@ -68,28 +71,60 @@ def read_labels(
     scene: Scene,
     tax: Taxonomy,
     tile_id: str,
-    unknown_counts: dict[int, int] | None = None,
+    unknown_counts: dict[int | float, int] | None = None,
 ) -> np.ndarray:
-    """Label values on ``grid``; pixels off the raster, nodata and unknown values become the ignore value
-    (unknown values are logged once per file and added to ``unknown_counts``)."""
+    """Label values on ``grid`` in the taxonomy's ``label_dtype``; pixels off the raster, nodata (the raster's own
+    tag, NaN) and values the taxonomy does not know become the ignore value (unknown values are logged once per
+    file and added to ``unknown_counts``).
+
+    Any integer or float raster works. Values are compared as numbers, never cast to the raster's dtype, so an
+    ignore value that dtype cannot hold (``ignore: [-99999]`` on uint8 labels) is still honoured.
+    A float value is a label only when it is a whole number; NaN is nodata.
+    """
     ds = _dataset(path)
     ignore = tax.ignore_values[0]
-    raw = read_onto(ds, [1], grid, scene.grid, Resampling.nearest, fill=ignore, dtype="int64")[0]  # [H, W]
-    known = np.array(sorted([*tax.classes, *tax.ignore_values]))
-    unknown = ~np.isin(raw, known)
-    if ds.nodata is not None:
-        unknown &= raw != ds.nodata
+    floating = _label_kind(ds, path) == "f"
+    try:
+        raw = read_onto(ds, [1], grid, scene.grid, Resampling.nearest, fill=np.nan if floating else ignore,
+                        dtype="float64" if floating else "int64")[0]  # [H, W]  # fmt: skip
+    except (RasterioError, CPLE_BaseError) as e:
+        raise SourceError(
+            f"cannot read labels from {path}, truncated or corrupt ({gdal_message(e)})"
+        ) from None
+    if floating:
+        whole = np.isfinite(raw) & (raw == np.round(raw)) & (np.abs(raw) < 2**62)
+        values = np.where(whole, raw, 0).astype(np.int64)
+        nodata = ~np.isfinite(raw)
+    else:
+        whole, values, nodata = np.ones(raw.shape, bool), raw, np.zeros(raw.shape, bool)
+    if ds.nodata is not None and not np.isnan(ds.nodata):
+        nodata |= raw == ds.nodata
+    is_class = whole & np.isin(values, np.array(sorted(tax.classes)))
+    unknown = ~is_class & ~nodata & ~(whole & np.isin(values, np.array(tax.ignore_values)))
     if unknown.any():
         vals, counts = np.unique(raw[unknown], return_counts=True)
+        vals = [int(v) if float(v).is_integer() else float(v) for v in vals.tolist()]
         if unknown_counts is not None:
-            for v, c in zip(vals.tolist(), counts.tolist()):
-                unknown_counts[int(v)] = unknown_counts.get(int(v), 0) + int(c)
-        report = ", ".join(f"{v}: {c} px" for v, c in zip(vals[:20].tolist(), counts[:20].tolist()))
+            for v, c in zip(vals, counts.tolist()):
+                unknown_counts[v] = unknown_counts.get(v, 0) + int(c)
+        report = ", ".join(f"{v}: {c} px" for v, c in zip(vals[:20], counts[:20].tolist()))
         _warn_once(scene, path, "%s has label values not in taxonomy %s (first seen in tile %s): {%s}; "
                    "treated as ignore (%d)", path, tax.name, tile_id, report, ignore)  # fmt: skip
-    out = raw.astype(label_dtype(tax))
-    out[~np.isin(raw, known)] = ignore
+    # Every ignore value (-99999 too) is written as the first, which fits the unsigned label map (PNG in the
+    # dataset). A nodata tag that is also a class value keeps the class, as a taxonomy that names it asks.
+    out = np.full(raw.shape, ignore, dtype=label_dtype(tax))
+    out[is_class] = values[is_class]
     return out
+
+
+def _label_kind(ds, path: str) -> str:
+    """The numpy kind of a label raster's first band ("u", "i" or "f"); anything else is a one-line error."""
+    dtype = np.dtype(ds.dtypes[0])
+    if dtype.kind not in "uif":
+        raise SourceError(
+            f"label raster {path} has pixel type {dtype.name}; labels must be integers or floats"
+        )
+    return dtype.kind
 
 
 def _instances_osm(cfg: GenConfig, grid: Grid) -> list[tuple[np.ndarray, Instance, str]]:

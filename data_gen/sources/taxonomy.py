@@ -117,6 +117,10 @@ def _parse(root: yaml.Node | None, path: str) -> Taxonomy:
     seen_words: dict[str, int] = {}
     for k, v in _mapping(classes_node, path, "classes"):
         value = _int(k, path, "a class value")
+        if value < 0:
+            raise _err(
+                path, k, f"class value {value} is negative; classes must be >= 0 (labels are stored as PNG)"
+            )
         if value in classes:
             raise _err(path, k, f"class value {value} is defined twice")
         info = _parse_class(value, v, path)
@@ -142,8 +146,15 @@ def _parse(root: yaml.Node | None, path: str) -> Taxonomy:
             if value in classes:
                 raise _err(path, item, f"ignore value {value} is also a class")
             ignore.append(value)
-    if not ignore:  # always have a value for "no label" (pixels off the label raster, unknown values)
-        ignore.append(next(v for v in (255, 65535, 2**31 - 1) if v not in classes))
+    # The first ignore value fills "no label" (pixels off the label raster, unknown values) in an unsigned label
+    # map (datasets store it as PNG): a negative one (-99999, as GIS exports write nodata) is matched in the
+    # source raster but written as the first value >= 0, added when there is none.
+    fills = [v for v in ignore if v >= 0]
+    if not fills:
+        fills = [next(v for v in (255, 65535, 2**31 - 1) if v not in classes)]
+        ignore.append(fills[0])
+    ignore.remove(fills[0])
+    ignore.insert(0, fills[0])
     return Taxonomy(name=name, classes=classes, ignore_values=tuple(ignore))
 
 

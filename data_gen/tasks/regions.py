@@ -305,6 +305,7 @@ class Analysis:
         self.height, self.width = tile.height, tile.width
         self.min_pixels = min_component_pixels(self.height, self.width)
         self.unknown: dict[int, int] = {}
+        self.ignored = 0  # pixels under an ignore value (nodata, off the label raster, unknown values)
         self.cover: list[ClassCover] = []
         self.absent: list[ClassInfo] = []
         self.valid_values: list[int] = []
@@ -333,6 +334,7 @@ class Analysis:
             )
             self.absent = [tax.classes[v] for v in self.valid_values if present.get(v, 0) == 0]
             self.total = sum(c.pixels for c in self.cover)
+            self.ignored = sum(present.get(v, 0) for v in tax.ignore_values)
 
     @property
     def has_labels(self) -> bool:

@@ -1,4 +1,4 @@
-"""`rsvlm train` / `python -m train.sft`: a run from a recipe file, and one-line errors with exit code 2."""
+"""`rsvlm train` / `python -m train.cli`: a run from a recipe file, and one-line errors with exit code 2."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from rsvlm.cli import main as rsvlm_main
-from train.sft import main as sft_main
+from train.cli import main as train_main
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -50,7 +50,7 @@ def test_rsvlm_train_runs_a_recipe(recipe: Path, tiny_dataset: Path, tmp_path: P
 )
 def test_errors_are_one_line_exit_2(recipe, tiny_dataset, tmp_path, capsys, extra, match) -> None:
     argv = ["--recipe", str(recipe), "--data", str(tiny_dataset), "--out", str(tmp_path / "o"), *extra]
-    assert sft_main(argv) == 2
+    assert train_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("rsvlm train: error:")
     import re
@@ -61,12 +61,24 @@ def test_errors_are_one_line_exit_2(recipe, tiny_dataset, tmp_path, capsys, extr
 
 def test_missing_data_and_recipe(recipe, tmp_path, capsys) -> None:
     assert (
-        sft_main(["--recipe", str(recipe), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+        train_main(["--recipe", str(recipe), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
-    assert sft_main(["--recipe", "no-such", "--data", str(tmp_path)]) == 2
+    assert train_main(["--recipe", "no-such", "--data", str(tmp_path)]) == 2
     assert "neither a file nor a recipe name" in capsys.readouterr().err
-    assert sft_main(["--recipe", str(recipe)]) == 2  # no --data anywhere
+    assert train_main(["--recipe", str(recipe)]) == 2  # no --data anywhere
     assert "no dataset given" in capsys.readouterr().err
-    assert sft_main(["--help"]) == 0 and "--recipe" in capsys.readouterr().out
+    assert train_main(["--help"]) == 0 and "--recipe" in capsys.readouterr().out
+
+
+def test_the_loop_does_not_import_its_entry_point() -> None:
+    """train.cli imports train.sft to run it; the reverse would close an import circle."""
+    import ast
+
+    import train.sft
+
+    tree = ast.parse(Path(train.sft.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert "train.cli" not in imported
