@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", required=True, choices=sorted(READERS), help="the format of --data")
     parser.add_argument("--data", required=True, help="annotation file or folder of the benchmark")
     parser.add_argument("--images", default=None, help="image folder, when images are not next to the labels")
+    parser.add_argument(
+        "--split", default=None, help="the benchmark's split (test, val, train) where its layout has splits"
+    )
     parser.add_argument("--model", default="default", help="'default' (the embedded model) or a checkpoint")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N records")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {args.limit}")
-        records = read_benchmark(args.benchmark, args.data, args.images)
+        records = read_benchmark(args.benchmark, args.data, args.images, args.split)
         if not records:
             raise ValueError(f"{args.data} holds no {args.benchmark} records")
         from eval.run import evaluate

@@ -76,7 +76,8 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
     text = plain_text(answer.text)
     if task == "grounding":
         box = next((list(r.pixel_box) for r in answer.regions if r.pixel_box is not None), None)
-        return {"pred_box": box, "iou": metrics.box_iou(box, record.box)}
+        inter, union = metrics.box_counts(box, record.box)
+        return {"pred_box": box, "iou": inter / union if union > 0 else 0.0, "area_counts": [inter, union]}
     if task == "obb":
         pred = next(
             (
@@ -88,12 +89,13 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
             ),
             None,
         )
-        return {"pred_obb": pred, "iou": metrics.obb_iou(pred, record.obb)}
+        inter, union = metrics.obb_counts(pred, record.obb)
+        return {"pred_obb": pred, "iou": inter / union if union > 0 else 0.0, "area_counts": [inter, union]}
     if task in ("refseg", "change_mask"):
         shape = _image_shape(record, answer)
         pred = _union(_pred_masks(answer, shape), shape)
         target = record.target_mask(shape)
-        inter, union = metrics.mask_counts(pred, target)
+        inter, union = metrics.mask_counts(pred, target, record.ignore_mask(shape))
         out = {"intersection": inter, "union": union, "iou": metrics.sample_iou(inter, union)}
         if task == "change_mask":
             out["confusion"] = list(metrics.confusion(pred, target))
@@ -152,7 +154,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
         items = [r for r in all_items if _scored(r)]
         s: dict[str, float] = {}
         if task in ("grounding", "obb"):
-            s = metrics.grounding_scores([r["iou"] for r in items])
+            counts = [r["area_counts"] for r in items] if all("area_counts" in r for r in items) else None
+            s = metrics.grounding_scores([r["iou"] for r in items], counts)
         elif task == "refseg":
             s = metrics.segmentation_scores([(r["intersection"], r["union"]) for r in items])
         elif task == "change_mask":
