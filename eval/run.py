@@ -219,8 +219,6 @@ def evaluate(
     max_new_tokens: int = 128,
 ) -> dict[str, Any]:
     """Run and score ``records`` (the first ``limit``), resuming from ``out/samples.jsonl``; returns the summary."""
-    from eval.report import render_report
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / SAMPLES
@@ -238,11 +236,50 @@ def evaluate(
             f.write(json.dumps(row) + "\n")
             f.flush()
             rows.append(row)
-    scope = {r.id for r in (records[:limit] if limit is not None else records)}
+    scoped = list(records[:limit] if limit is not None else records)
+    scope = {r.id for r in scoped}
     rows = [r for r in rows if r["id"] in scope]
-    summary = {"benchmark": benchmark, "model": model, "samples": len(rows), "tasks": summarise(rows)}
+    return write_outputs(out, rows, scoped, benchmark=benchmark, model=model)
+
+
+def score_baselines(records: Sequence[Record]) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """Each baseline's summary (task -> metric -> value) and its per-sample rows, scored as the model is."""
+    from eval.baselines import baseline_answers
+
+    summaries, all_rows = {}, {}
+    by_id = {r.id: r for r in records}
+    for name, answers in baseline_answers(records).items():
+        rows = []
+        for rid, answer in answers.items():
+            try:
+                scores = score_answer(by_id[rid], answer)
+            except (ValueError, FileNotFoundError):
+                continue
+            rows.append({"id": rid, "task": by_id[rid].task, "refs": by_id[rid].texts, **scores})
+        summaries[name] = summarise(rows)
+        all_rows[name] = rows
+    return summaries, all_rows
+
+
+def write_outputs(
+    out: Path, rows: list[dict[str, Any]], records: Sequence[Record], *, benchmark: str, model: str, **extra
+) -> dict[str, Any]:
+    """summary.json (with the baselines), report.md and the plots, from every scored row."""
+    from eval.plots import write_plots
+    from eval.report import render_report
+
+    baselines, baseline_rows = score_baselines(records)
+    summary = {
+        "benchmark": benchmark,
+        "model": model,
+        "samples": len(rows),
+        "tasks": summarise(rows),
+        "baselines": baselines,
+        **extra,
+    }
+    plots = write_plots(out, rows, baseline_rows)
     write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
-    write_text_atomic(out / REPORT, render_report(summary, rows))
+    write_text_atomic(out / REPORT, render_report(summary, rows, plots=plots))
     return summary
 
 
