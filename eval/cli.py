@@ -2,6 +2,7 @@
 
     rsvlm eval --benchmark dior-rsvg --data DIOR-RSVG/Annotations --images DIOR-RSVG/JPEGImages --out runs/dior
     rsvlm eval --benchmark gen --data my_instructions/ --model checkpoints/run1 --limit 200 --out runs/mine
+    rsvlm eval --benchmark dior-rsvg --data DIOR_RSVG --split test --predictions theirs.jsonl --out runs/theirs
     python -m eval.cli --benchmark levircd --data ../shared/data/change/levircd --out runs/levircd
 
 Running again with the same ``--out`` resumes: records already in ``samples.jsonl`` are not asked again.
@@ -25,7 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", required=True, choices=sorted(READERS), help="the format of --data")
     parser.add_argument("--data", required=True, help="annotation file or folder of the benchmark")
     parser.add_argument("--images", default=None, help="image folder, when images are not next to the labels")
+    parser.add_argument(
+        "--split", default=None, help="the benchmark's split (test, val, train) where its layout has splits"
+    )
     parser.add_argument("--model", default="default", help="'default' (the embedded model) or a checkpoint")
+    parser.add_argument(
+        "--predictions",
+        default=None,
+        help="a JSONL file of another system's answers (eval/predictions.py): scored without running a model",
+    )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N records")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument(
@@ -53,9 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {args.limit}")
-        records = read_benchmark(args.benchmark, args.data, args.images)
+        records = read_benchmark(args.benchmark, args.data, args.images, args.split)
         if not records:
             raise ValueError(f"{args.data} holds no {args.benchmark} records")
+        if args.predictions:
+            from eval.predictions import score_predictions
+
+            summary = score_predictions(
+                records[: args.limit], args.predictions, args.out, benchmark=args.benchmark
+            )
+            print(json.dumps(summary["tasks"], indent=1))
+            return 0
         from eval.run import evaluate
         from rsvlm.assistant import Assistant
 

@@ -2,8 +2,9 @@
 
 Conventions, stated once:
 
-- Boxes are ``[x1, y1, x2, y2]`` in any one pixel frame; a missing prediction scores IoU 0.
-  Visual grounding (RSVG / DIOR-RSVG): Acc@t is the share of samples with IoU >= t; mIoU the mean IoU.
+- Boxes are ``[x1, y1, x2, y2]`` in any one pixel frame; a missing or flipped prediction scores IoU 0.
+  Visual grounding (RSVG / DIOR-RSVG): Acc@t is the share of samples with IoU > t (strict, as RSVG);
+  mIoU the mean IoU; cumIoU the summed intersections over the summed unions.
 - Oriented boxes are ``[cx, cy, w, h, angle_deg]`` or a corner polygon; IoU of the shapely polygons.
 - Referring segmentation (LISA / RRSIS-D / SegEarth-R1): gIoU = mean of per-sample IoU, cIoU = sum of
   intersections / sum of unions. Empty target (a "none here" query, the GRES convention): an empty prediction
@@ -11,8 +12,8 @@ Conventions, stated once:
 - Change masks: confusion counts accumulated over the whole set, then IoU / F1 of the change class and mIoU
   (mean of change and no-change IoU), as LEVIR-CD / DSIFN papers report.
 - Captions follow the coco-caption definitions (BLEU with the "closest" reference length, ROUGE-L with
-  beta 1.2, CIDEr-D with sigma 6, clipped counts and x10), on a simple lower-case word tokenizer instead of
-  the Java PTB tokenizer: scores agree with coco-caption whenever the tokenizations agree.
+  beta 1.2, CIDEr-D with sigma 6, clipped counts and x10), on ``eval.ptb``'s reproduction of its PTB tokenizer.
+- Where peers disagree, each benchmark follows its own original code; ``eval/README.md`` names the source.
 """
 
 from __future__ import annotations
@@ -25,23 +26,34 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from shapely.geometry import Polygon
 
+from eval.ptb import ptb_tokenize
+
 # ------------------------------------------------------------------------------------------------ boxes
 
 
-def box_iou(pred: Sequence[float] | None, target: Sequence[float]) -> float:
-    """IoU of two ``[x1, y1, x2, y2]`` boxes; a missing or degenerate (zero-area) box has IoU 0."""
-    if pred is None:
-        return 0.0
-    px1, py1, px2, py2 = (float(v) for v in pred)
+def box_counts(pred: Sequence[float] | None, target: Sequence[float]) -> tuple[float, float]:
+    """(intersection, union) areas of two ``[x1, y1, x2, y2]`` boxes, for IoU and RSVG's cumIoU.
+
+    A missing prediction, or one with flipped corners (x2 < x1 or y2 < y1), is a miss: intersection 0, union
+    the target's area. RSVG / DIOR-RSVG score such a box 0 (their ``bbox_iou`` clamps the overlap at 0 and the
+    flipped area is not positive), so sorting the corners, which would turn ``[10, 0, 0, 10]`` into a perfect
+    box, is not done."""
     tx1, ty1, tx2, ty2 = (float(v) for v in target)
-    px1, px2 = sorted((px1, px2))
-    py1, py2 = sorted((py1, py2))
-    tx1, tx2 = sorted((tx1, tx2))
-    ty1, ty2 = sorted((ty1, ty2))
+    target_area = max(0.0, tx2 - tx1) * max(0.0, ty2 - ty1)
+    if pred is None:
+        return 0.0, target_area
+    px1, py1, px2, py2 = (float(v) for v in pred)
+    if px2 < px1 or py2 < py1:
+        return 0.0, target_area
     iw = max(0.0, min(px2, tx2) - max(px1, tx1))
     ih = max(0.0, min(py2, ty2) - max(py1, ty1))
     inter = iw * ih
-    union = (px2 - px1) * (py2 - py1) + (tx2 - tx1) * (ty2 - ty1) - inter
+    return inter, (px2 - px1) * (py2 - py1) + target_area - inter
+
+
+def box_iou(pred: Sequence[float] | None, target: Sequence[float]) -> float:
+    """IoU of two ``[x1, y1, x2, y2]`` boxes; a missing, flipped or zero-area box has IoU 0."""
+    inter, union = box_counts(pred, target)
     return inter / union if union > 0 else 0.0
 
 
@@ -63,42 +75,69 @@ def obb_polygon(obb: Sequence[float] | Sequence[Sequence[float]]) -> Polygon:
     )
 
 
-def obb_iou(pred, target) -> float:
-    """Rotated-box IoU through polygon intersection; missing or degenerate boxes give 0."""
-    if pred is None:
-        return 0.0
-    a, b = obb_polygon(pred), obb_polygon(target)
-    if not a.is_valid:
-        a = a.buffer(0)
+def _valid_obb(obb) -> bool:
+    """A ``[cx, cy, w, h, angle]`` box needs positive sides; a corner polygon must not cross itself. A negative
+    width would otherwise draw the same rectangle and score 1, as an invalid DOTA / mmcv box never does."""
+    if len(obb) and isinstance(obb[0], (list, tuple, np.ndarray)):
+        return obb_polygon(obb).is_valid
+    return float(obb[2]) > 0 and float(obb[3]) > 0
+
+
+def obb_counts(pred, target) -> tuple[float, float]:
+    """(intersection, union) areas of two oriented boxes; a missing or invalid prediction is a miss."""
+    b = obb_polygon(target)
     if not b.is_valid:
         b = b.buffer(0)
-    union = a.union(b).area
-    return float(a.intersection(b).area / union) if union > 0 else 0.0
+    if pred is None or not _valid_obb(pred):
+        return 0.0, float(b.area)
+    a = obb_polygon(pred)
+    return float(a.intersection(b).area), float(a.union(b).area)
+
+
+def obb_iou(pred, target) -> float:
+    """Rotated-box IoU through polygon intersection; missing, invalid or degenerate boxes give 0."""
+    inter, union = obb_counts(pred, target)
+    return inter / union if union > 0 else 0.0
+
+
+# Acc@0.25 / 0.5 / 0.75 as RSVG / DIOR-RSVG / LHRS-Bot report, plus DIOR-RSVG's Pr@0.6 ... 0.9.
+GROUNDING_THRESHOLDS = (0.25, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 
 
 def grounding_scores(
-    ious: Sequence[float], thresholds: Sequence[float] = (0.25, 0.5, 0.75)
+    ious: Sequence[float],
+    counts: Sequence[tuple[float, float]] | None = None,
+    thresholds: Sequence[float] = GROUNDING_THRESHOLDS,
 ) -> dict[str, float]:
-    """Acc@t (share with IoU >= t) and mean IoU, in percent-free fractions."""
+    """Acc@t (share with IoU **strictly above** t: RSVG's ``iou > 0.5``, as DOTA and LHRS-Bot), mean IoU and,
+    given per-sample (intersection, union) areas, cumIoU (sum of intersections / sum of unions, DIOR-RSVG)."""
     values = np.asarray(list(ious), dtype=float)
     if values.size == 0:
         return {}
-    out = {f"acc@{t:g}": float((values >= t).mean()) for t in thresholds}
+    out = {f"acc@{t:g}": float((values > t).mean()) for t in thresholds}
     out["miou"] = float(values.mean())
+    if counts is not None:
+        inter = sum(float(c[0]) for c in counts)
+        union = sum(float(c[1]) for c in counts)
+        out["cumiou"] = inter / union if union > 0 else 0.0
     return out
 
 
 # ------------------------------------------------------------------------------------------------ masks
 
 
-def mask_counts(pred: np.ndarray | None, target: np.ndarray) -> tuple[int, int]:
-    """(intersection, union) pixel counts; a missing prediction is an empty mask."""
+def mask_counts(
+    pred: np.ndarray | None, target: np.ndarray, ignore: np.ndarray | None = None
+) -> tuple[int, int]:
+    """(intersection, union) pixel counts; a missing prediction is an empty mask. Pixels in ``ignore`` count
+    for neither (LISA's label 255: ``output[target == ignore_index] = ignore_index`` before counting)."""
     t = np.asarray(target, dtype=bool)
-    if pred is None:
-        return 0, int(t.sum())
-    p = np.asarray(pred, dtype=bool)
+    p = np.zeros_like(t) if pred is None else np.asarray(pred, dtype=bool)
     if p.shape != t.shape:
         raise ValueError(f"prediction mask {p.shape} and target mask {t.shape} differ in shape")
+    if ignore is not None:
+        keep = ~np.asarray(ignore, dtype=bool)
+        p, t = p & keep, t & keep
     return int(np.logical_and(p, t).sum()), int(np.logical_or(p, t).sum())
 
 
@@ -107,15 +146,28 @@ def sample_iou(intersection: int, union: int) -> float:
     return 1.0 if union == 0 else intersection / union
 
 
-def segmentation_scores(counts: Sequence[tuple[int, int]]) -> dict[str, float]:
-    """gIoU (mean of per-sample IoU) and cIoU (cumulative intersection / cumulative union)."""
+# Precision@t of referring segmentation (RRSIS-D / RefSegRS, from LAVT's ``this_iou >= eval_seg_iou``).
+SEGMENTATION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def segmentation_scores(
+    counts: Sequence[tuple[int, int]], thresholds: Sequence[float] = SEGMENTATION_THRESHOLDS
+) -> dict[str, float]:
+    """gIoU (mean of per-sample IoU), cIoU (cumulative intersection / cumulative union) and Pr@t.
+
+    cIoU is 0 when every union is empty, as LISA's ``intersection / (union + 1e-10)``. Pr@t counts IoU >= t
+    (inclusive, as LAVT / RRSIS-D; grounding's Acc@t is strict, as RSVG: each follows its benchmark's code)."""
     if not counts:
         return {}
     inters = np.array([c[0] for c in counts], dtype=float)
     unions = np.array([c[1] for c in counts], dtype=float)
-    giou = float(np.mean([sample_iou(i, u) for i, u in zip(inters, unions, strict=True)]))
-    ciou = float(inters.sum() / unions.sum()) if unions.sum() > 0 else 1.0
-    return {"giou": giou, "ciou": ciou}
+    ious = np.array([sample_iou(i, u) for i, u in zip(inters, unions, strict=True)])
+    out = {
+        "giou": float(ious.mean()),
+        "ciou": float(inters.sum() / unions.sum()) if unions.sum() > 0 else 0.0,
+    }
+    out.update({f"pr@{t:g}": float((ious >= t).mean()) for t in thresholds})
+    return out
 
 
 def confusion(pred: np.ndarray | None, target: np.ndarray) -> tuple[int, int, int, int]:
@@ -140,9 +192,11 @@ def change_mask_scores(confusions: Iterable[tuple[int, int, int, int]]) -> dict[
     def ratio(a: float, b: float) -> float:
         return a / b if b > 0 else 0.0
 
+    # An empty denominator gives 0, never 1: BIT_CD's ``tp / (sum + eps)``. A set with no change at all and
+    # none predicted thus has change IoU 0, F1 0 and mIoU 0.5, as BIT reports it.
     precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    iou_change = ratio(tp, tp + fp + fn) if tp + fp + fn else 1.0
-    iou_same = ratio(tn, tn + fp + fn) if tn + fp + fn else 1.0
+    iou_change = ratio(tp, tp + fp + fn)
+    iou_same = ratio(tn, tn + fp + fn)
     return {
         "iou": iou_change,
         "f1": ratio(2 * precision * recall, precision + recall),
@@ -155,33 +209,43 @@ def change_mask_scores(confusions: Iterable[tuple[int, int, int, int]]) -> dict[
 
 # ------------------------------------------------------------------------------------------------ text answers
 
-_NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
-    )
+# VQA answers are normalised as the VQAv2 evaluation does (``vqaEval.py``; LLaVA's ``m4c_evaluator.py``
+# ``EvalAIAnswerProcessor``, which GeoChat and LHRS-Bot inherit): no leniency beyond it, so "Yes, there are
+# two." is not "yes" and "y" / "true" / "nope" are not yes or no. RSVQA's own code compares answer strings
+# exactly (a classifier over its answer set); this normalisation is the identity on those answers.
+_VQA_NUMBERS = {
+    w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())
 }
-_YES = {"yes", "yeah", "true", "y"}
-_NO = {"no", "none", "false", "n", "nope"}
-_ARTICLES = {"a", "an", "the"}
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case words and numbers, punctuation dropped (the stand-in for coco-caption's PTB tokenizer)."""
-    return re.findall(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*", text.lower())
+_VQA_NUMBERS["none"] = "0"
+_VQA_ARTICLES = {"a", "an", "the"}
+_VQA_PUNCTUATION = ';/[]"{}()=+\\_-><@`,?!'
+_VQA_DIGIT_COMMA = re.compile(r"(?<=\d)(\,)+(?=\d)")
+_VQA_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")
+# The common apostrophe-less spellings of VQAv2's contraction table (its full table has ~170 entries of the
+# same kind, none of which occur in remote-sensing answers).
+_VQA_CONTRACTIONS = {
+    "arent": "aren't", "cant": "can't", "couldnt": "couldn't", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hasnt": "hasn't", "havent": "haven't", "isnt": "isn't", "thats": "that's",
+    "theres": "there's", "theyre": "they're", "wasnt": "wasn't", "werent": "weren't", "wont": "won't",
+    "wouldnt": "wouldn't",
+}  # fmt: skip
 
 
 def normalize_answer(text: str) -> str:
-    """VQA normalisation: lower case, no punctuation or articles, number words -> digits, yes/no canonical.
-
-    Only the leading word decides yes/no ("Yes, there are two." -> "yes"), as a short-answer benchmark wants.
-    """
-    words = [_NUMBER_WORDS.get(w, w) for w in tokenize(text) if w not in _ARTICLES]
-    if words and words[0] in _YES:
-        return "yes"
-    if words and words[0] in _NO and len(words) <= 2:
-        return "no"
+    """VQAv2 answer normalisation: lower case, commas and ``?`` dropped, other punctuation dropped or turned
+    into spaces, periods not before a digit dropped, number words zero..ten (and "none") -> digits, articles
+    dropped. "1,000" -> "1000"; "No, there are none." -> "no there are 0" (not "no")."""
+    text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    out = text
+    for p in _VQA_PUNCTUATION:
+        if p + " " in text or " " + p in text or _VQA_DIGIT_COMMA.search(text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    out = _VQA_PERIOD.sub("", out)
+    words = [_VQA_NUMBERS.get(w, w) for w in out.split()]
+    words = [_VQA_CONTRACTIONS.get(w, w) for w in words if w not in _VQA_ARTICLES]
     return " ".join(words)
 
 
@@ -193,9 +257,23 @@ def exact_match(prediction: str, answers: str | Sequence[str]) -> float:
 
 
 def yes_no(text: str) -> bool | None:
-    """True / False from a yes/no answer, None if it is neither."""
+    """True / False when the normalised answer is exactly "yes" / "no", else None (a miss)."""
     norm = normalize_answer(text)
     return True if norm == "yes" else False if norm == "no" else None
+
+
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words and numbers, punctuation dropped (used to find numbers; captions use ``eval.ptb``)."""
+    return re.findall(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*", _VQA_DIGIT_COMMA.sub("", text.lower()))
 
 
 def first_number(text: str) -> float | None:
@@ -231,8 +309,8 @@ def bleu(candidates: Sequence[str], references: Sequence[Sequence[str]], max_n: 
     correct, guess = [0] * max_n, [0] * max_n
     test_len = ref_len = 0
     for cand, refs in zip(candidates, references, strict=True):
-        words = tokenize(cand)
-        ref_words = [tokenize(r) for r in refs]
+        words = ptb_tokenize(cand)
+        ref_words = [ptb_tokenize(r) for r in refs]
         test_len += len(words)
         ref_len += min((abs(len(r) - len(words)), len(r)) for r in ref_words)[1]
         for n in range(1, max_n + 1):
@@ -265,10 +343,10 @@ def rouge_l(candidates: Sequence[str], references: Sequence[Sequence[str]], beta
     """coco-caption ROUGE-L: per candidate, F_beta of the best LCS precision and recall over its references."""
     scores = []
     for cand, refs in zip(candidates, references, strict=True):
-        words = tokenize(cand)
+        words = ptb_tokenize(cand)
         precs, recs = [], []
         for r in refs:
-            ref_words = tokenize(r)
+            ref_words = ptb_tokenize(r)
             lcs = _lcs(words, ref_words)
             precs.append(lcs / len(words) if words else 0.0)
             recs.append(lcs / len(ref_words) if ref_words else 0.0)
@@ -286,7 +364,7 @@ def cider_d(
     With a single image every idf is log(1/1) = 0, so CIDEr-D is 0 there (as in coco-caption)."""
 
     def cook(text: str) -> list[Counter]:
-        words = tokenize(text)
+        words = ptb_tokenize(text)
         return [_ngrams(words, k) for k in range(1, n + 1)]
 
     cands = [cook(c) for c in candidates]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from shapely.geometry import Polygon
 
 from rsvlm.grounding import GRID, IMAGE_TOKEN, SEG_TOKEN, parse_answer
 
@@ -58,6 +59,7 @@ class Record:
     box: list[float] | None = None  # [x1, y1, x2, y2]
     obb: list[list[float]] | None = None  # four corners [[x, y], ...]
     polygons: list[list[list[list[float]]]] | None = None  # per target mask: rings [[x, y], ...]
+    ignore_polygons: list[list[list[float]]] | None = None  # rings whose pixels are scored for neither side
     mask_paths: list[str] | None = None  # per target mask: a PNG (non-zero = target)
     texts: list[str] = field(default_factory=list)  # reference captions / answers
     number: float | None = None  # counting target
@@ -74,7 +76,12 @@ class Record:
         height, width = shape
         masks = []
         for path in self.mask_paths or []:
-            mask = np.asarray(Image.open(path)) > 0
+            pixels = np.asarray(Image.open(path))
+            # Change labels are 0 / 255 and read as BIT_CD does (``label // 255``): an anti-aliased 128 is no
+            # change. Other masks (written by ``rsvlm gen``) are any non-zero value.
+            mask = (
+                pixels // 255 > 0 if self.task == "change_mask" and pixels.dtype == np.uint8 else pixels > 0
+            )
             if mask.ndim == 3:
                 mask = mask.any(-1)
             if mask.shape != (height, width):
@@ -82,6 +89,8 @@ class Record:
                     f"{Path(path).name} is {mask.shape[::-1]} pixels, the image {(width, height)}"
                 )
             masks.append(mask)
+        if self.ignore_polygons:
+            return [self._lisa_masks(shape)[0]]
         for rings in self.polygons or []:
             canvas = Image.new("1", (width, height), 0)
             draw = ImageDraw.Draw(canvas)
@@ -90,6 +99,25 @@ class Record:
                     draw.polygon([(float(x), float(y)) for x, y in ring], fill=1, outline=1)
             masks.append(np.asarray(canvas, dtype=bool))
         return masks
+
+    def ignore_mask(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """Pixels scored for neither prediction nor target (LISA's 255), or None when there are none."""
+        return self._lisa_masks(shape)[1] if self.ignore_polygons else None
+
+    def _lisa_masks(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """LISA's ``get_mask_from_json``: every shape painted largest first, so a smaller shape inside a larger
+        one wins its pixels; target shapes paint 1, ignore shapes 255."""
+        height, width = shape
+        shapes = [(1, r) for rings in self.polygons or [] for r in rings]
+        shapes += [(255, r) for r in self.ignore_polygons or []]
+        shapes = [(v, r) for v, r in shapes if len(r) >= 3]
+        shapes.sort(key=lambda vr: -Polygon(vr[1]).area)
+        canvas = Image.new("L", (width, height), 0)
+        draw = ImageDraw.Draw(canvas)
+        for value, ring in shapes:
+            draw.polygon([(float(x), float(y)) for x, y in ring], fill=value, outline=value)
+        labels = np.asarray(canvas)
+        return labels == 1, labels == 255
 
     def target_mask(self, shape: tuple[int, int]) -> np.ndarray:
         """All target masks as one (the union): what a single-mask answer is scored against."""
@@ -128,39 +156,72 @@ def _num(node: ET.Element, tag: str) -> float:
     return float(child.text)
 
 
-def read_voc(path: str | Path, images: str | Path | None = None) -> list[Record]:
+def read_voc(path: str | Path, images: str | Path | None = None, split: str | None = None) -> list[Record]:
     """DIOR-RSVG style VOC xml: each ``<object>`` with ``<bndbox>`` (a ``grounding`` record) or ``<robndbox>``
-    (DIOR / DOTA oriented box: an ``obb`` record); the expression is ``<description>``, else the class name."""
+    (DIOR / DOTA oriented box: an ``obb`` record); the expression is ``<description>``, else the class name.
+
+    ``path`` is an xml file, a folder of them, or the dataset root (``Annotations/``, ``JPEGImages/``,
+    ``train.txt`` / ``val.txt`` / ``test.txt``), where ``split`` picks the objects as RSVG's ``RSVGDataset``
+    does: the split file lists indices into the objects of all annotation files, counted in file order."""
+    path = Path(path)
+    if path.is_dir() and (path / "Annotations").is_dir():
+        return _read_rsvg_root(path, images, split)
+    if split:
+        raise BenchmarkError(f"--split {split} needs the dataset root holding Annotations/ and {split}.txt")
+    return [r for xml in _files(path, "*.xml") for r in _voc_records(xml, images)]
+
+
+def _read_rsvg_root(root: Path, images: str | Path | None, split: str | None) -> list[Record]:
+    image_dir = Path(images) if images else root / "JPEGImages"
+    split_file = root / f"{split}.txt" if split else None
+    missing = [str(p) for p in (image_dir, split_file) if p is not None and not p.exists()]
+    if missing:
+        raise BenchmarkError(f"{root} is not a DIOR-RSVG root: missing {', '.join(missing)}")
+    # RSVG walks the folder with os.walk, whose order the file system decides; sorted names are the order
+    # the released split files were made in (one image per file, numbered names).
+    records = [r for xml in _files(root / "Annotations", "*.xml") for r in _voc_records(xml, image_dir)]
+    if split_file is None:
+        return records
+    try:
+        wanted = {int(line) for line in split_file.read_text().split()}
+    except ValueError as error:
+        raise BenchmarkError(f"{split_file.name}: expected one object index per line ({error})") from error
+    return [r for k, r in enumerate(records) if k in wanted]
+
+
+def _voc_records(xml: Path, images: str | Path | None) -> list[Record]:
+    """One record per ``<object>`` of one VOC file, in file order."""
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as error:
+        raise BenchmarkError(f"{xml.name} is not valid xml: {error}") from error
+    filename = root.findtext("filename") or f"{xml.stem}.jpg"
+    image = _find_image(Path(images) if images else xml.parent, filename)
     records = []
-    for xml in _files(Path(path), "*.xml"):
-        try:
-            root = ET.parse(xml).getroot()
-        except ET.ParseError as error:
-            raise BenchmarkError(f"{xml.name} is not valid xml: {error}") from error
-        filename = root.findtext("filename") or f"{xml.stem}.jpg"
-        image = _find_image(Path(images) if images else xml.parent, filename)
-        for k, obj in enumerate(root.iter("object")):
-            name = (obj.findtext("name") or "object").strip()
-            expression = (obj.findtext("description") or "").strip() or f"the {name}"
-            rid = f"{xml.stem}#{k}"
-            if (rb := obj.find("robndbox")) is not None:
-                corners = [
-                    [_num(rb, f"x_{c}"), _num(rb, f"y_{c}")]
-                    for c in ("left_top", "right_top", "right_bottom", "left_bottom")
-                ]
-                question = f"Give the oriented box of {expression}."
-                records.append(Record(rid, "obb", [str(image)], question, obb=corners, texts=[name]))
-            elif (bb := obj.find("bndbox")) is not None:
-                box = [_num(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")]
-                question = f"Give the box of {expression}."
-                records.append(Record(rid, "grounding", [str(image)], question, box=box, texts=[expression]))
+    for k, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "object").strip()
+        expression = (obj.findtext("description") or "").strip() or f"the {name}"
+        rid = f"{xml.stem}#{k}"
+        if (rb := obj.find("robndbox")) is not None:
+            corners = [
+                [_num(rb, f"x_{c}"), _num(rb, f"y_{c}")]
+                for c in ("left_top", "right_top", "right_bottom", "left_bottom")
+            ]
+            question = f"Give the oriented box of {expression}."
+            records.append(Record(rid, "obb", [str(image)], question, obb=corners, texts=[name]))
+        elif (bb := obj.find("bndbox")) is not None:
+            box = [_num(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")]
+            question = f"Give the box of {expression}."
+            records.append(Record(rid, "grounding", [str(image)], question, box=box, texts=[expression]))
     return records
 
 
 # ------------------------------------------------------------------------------------------------ GeoPixelD
 
 
-def read_geopixeld(path: str | Path, images: str | Path | None = None) -> list[Record]:
+def read_geopixeld(
+    path: str | Path, images: str | Path | None = None, split: str | None = None
+) -> list[Record]:
     """GeoPixelD: a json list of ``{image, polygons, conversations}``; the polygons file holds one list of
     rings per ``<p>…</p> [SEG]`` phrase, in order -> a ``gcg`` record (caption text + one mask per phrase).
     Image and polygon files are looked up by name next to the json (or in ``images``)."""
@@ -209,31 +270,48 @@ def _load_json(path: Path) -> Any:
 # ------------------------------------------------------------------------------------------------ LISA / GRES
 
 
-def read_reasoning(path: str | Path, images: str | Path | None = None) -> list[Record]:
-    """LISA / GRES reasoning segmentation: per image a json with ``text`` (one or more queries) and polygon
-    ``shapes``; shapes labelled ``target`` form the mask (``ignore`` shapes are left out, as LISA does).
-    One ``refseg`` record per query; a query with no target shape has an empty target ("none here")."""
+def read_reasoning(
+    path: str | Path, images: str | Path | None = None, split: str | None = None
+) -> list[Record]:
+    """LISA / ReasonSeg (and LISAT / GRES-style) reasoning segmentation, read as LISA's ``get_mask_from_json``
+    and ``ValDataset``: per image a json with ``text`` and polygon ``shapes``; a shape labelled ``flag`` is
+    skipped, every label containing "ignore" (any case) marks pixels scored for neither side, every other
+    shape is target. One ``refseg`` record per image, on its **first** text (LISA validates on
+    ``sents[0]``); an image with no target shape has an empty target ("none here"). ``split`` names a
+    sub-folder (``val``, ``test``) of ``path``."""
+    root = Path(path) / split if split else Path(path)
     records = []
-    for file in _files(Path(path), "*.json"):
+    for file in _files(root, "*.json"):
         data = _load_json(file)
-        shapes = data.get("shapes", [])
+        shapes = [s for s in data.get("shapes", []) if str(s.get("label", "")).lower() != "flag"]
         name = next((s.get("image_name") for s in shapes if s.get("image_name")), f"{file.stem}.jpg")
         image = _find_image(Path(images) if images else file.parent, name)
-        rings = [s["points"] for s in shapes if s.get("label", "target") != "ignore" and s.get("points")]
+        is_ignore = [("ignore" in str(s.get("label", "")).lower()) for s in shapes]
+        rings = [s["points"] for s, ign in zip(shapes, is_ignore) if not ign and s.get("points")]
+        ignore = [s["points"] for s, ign in zip(shapes, is_ignore) if ign and s.get("points")]
         texts = data.get("text") or []
         texts = [texts] if isinstance(texts, str) else texts
-        for k, text in enumerate(texts):
-            question = f"{text} Please output the segmentation mask."
-            records.append(Record(f"{file.stem}#{k}", "refseg", [str(image)], question, polygons=[rings]))
+        if not texts:
+            continue
+        question = f"{texts[0]} Please output the segmentation mask."
+        records.append(
+            Record(
+                file.stem, "refseg", [str(image)], question, polygons=[rings], ignore_polygons=ignore or None
+            )
+        )
     return records
 
 
 # ------------------------------------------------------------------------------------------------ change
 
 
-def read_levircc(path: str | Path, images: str | Path | None = None) -> list[Record]:
-    """LEVIR-CC captions: ``{"pairs": {id: {A, B, captions}}}`` (this repo's sample) or the official
-    ``{"images": [{filepath, filename, sentences: [{raw}]}]}``; paths relative to the data folder."""
+def read_levircc(
+    path: str | Path, images: str | Path | None = None, split: str | None = None
+) -> list[Record]:
+    """LEVIR-CC captions: ``{"pairs": {id: {A, B, split, captions}}}`` (this repo's sample) or the official
+    ``LevirCCcaptions.json`` ``{"images": [{filepath, filename, split, sentences: [{raw}]}]}``; paths relative
+    to the data folder. ``split`` (``train`` / ``val`` / ``test``) keeps that split's pairs only, as the
+    LEVIR-CC papers score ``test``."""
     path = Path(path)
     data = _load_json(path)
     roots = [Path(images)] if images else [path.parent.parent, path.parent]
@@ -248,6 +326,8 @@ def read_levircc(path: str | Path, images: str | Path | None = None) -> list[Rec
     records = []
     if "pairs" in data:
         for pid, pair in data["pairs"].items():
+            if split and pair.get("split") != split:
+                continue
             records.append(
                 Record(
                     pid,
@@ -259,6 +339,8 @@ def read_levircc(path: str | Path, images: str | Path | None = None) -> list[Rec
             )
     elif "images" in data:
         for item in data["images"]:
+            if split and item.get("split", item.get("filepath")) != split:
+                continue
             sub = f"{item.get('filepath', '')}"
             a, b = (resolve(str(Path(sub) / d / item["filename"])) for d in ("A", "B"))
             refs = [s["raw"].strip() for s in item.get("sentences", [])]
@@ -270,10 +352,13 @@ def read_levircc(path: str | Path, images: str | Path | None = None) -> list[Rec
     return records
 
 
-def read_change_masks(path: str | Path, images: str | Path | None = None) -> list[Record]:
-    """LEVIR-CD / DSIFN / WHU-CD layout: ``A/``, ``B/`` and ``label/`` with the same file names; the label is
-    binary change (any non-zero value). One ``change_mask`` record per pair."""
-    root = Path(path)
+def read_change_masks(
+    path: str | Path, images: str | Path | None = None, split: str | None = None
+) -> list[Record]:
+    """LEVIR-CD / DSIFN / WHU-CD layout: ``A/``, ``B/`` and ``label/`` with the same file names (under
+    ``split/`` when given: LEVIR-CD ships ``train/``, ``val/``, ``test/``); labels are 0 / 255, read as BIT
+    (``label // 255``). One ``change_mask`` record per pair."""
+    root = Path(path) / split if split else Path(path)
     label_dir = next((root / d for d in ("label", "labels", "OUT", "gt") if (root / d).is_dir()), None)
     if not (root / "A").is_dir() or not (root / "B").is_dir() or label_dir is None:
         raise BenchmarkError(f"{root} needs A/, B/ and label/ folders (LEVIR-CD layout)")
@@ -297,7 +382,7 @@ def _user_question(text: str) -> str:
     return " ".join(_DATE_LINE.sub(" ", text).replace(IMAGE_TOKEN, " ").split())
 
 
-def read_gen(path: str | Path, images: str | Path | None = None) -> list[Record]:
+def read_gen(path: str | Path, images: str | Path | None = None, split: str | None = None) -> list[Record]:
     """An instruction set written by ``rsvlm gen`` (parquet; a folder of them is read whole). The first
     question / answer pair of each row becomes a record; its images and target masks are written as PNGs to
     ``images`` (default: a ``.eval_inputs`` folder next to the data), because the assistant reads files."""
@@ -406,10 +491,14 @@ READERS: dict[str, Callable[..., list[Record]]] = {
 }
 
 
-def read_benchmark(name: str, path: str | Path, images: str | Path | None = None) -> list[Record]:
-    """Records of a named benchmark format (see ``READERS``)."""
+def read_benchmark(
+    name: str, path: str | Path, images: str | Path | None = None, split: str | None = None
+) -> list[Record]:
+    """Records of a named benchmark format (see ``READERS``); ``split`` where the format has splits."""
     if name not in READERS:
         raise BenchmarkError(f"unknown benchmark {name!r}; choose from {', '.join(sorted(READERS))}")
-    records = READERS[name](path, images)
+    if split and name in ("geopixeld", "gen"):
+        raise BenchmarkError(f"{name} has no splits; point --data at the split's file or folder")
+    records = READERS[name](path, images, split)
     logger.info("%s: %d records from %s", name, len(records), path)
     return records

@@ -76,7 +76,8 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
     text = plain_text(answer.text)
     if task == "grounding":
         box = next((list(r.pixel_box) for r in answer.regions if r.pixel_box is not None), None)
-        return {"pred_box": box, "iou": metrics.box_iou(box, record.box)}
+        inter, union = metrics.box_counts(box, record.box)
+        return {"pred_box": box, "iou": inter / union if union > 0 else 0.0, "area_counts": [inter, union]}
     if task == "obb":
         pred = next(
             (
@@ -88,12 +89,13 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
             ),
             None,
         )
-        return {"pred_obb": pred, "iou": metrics.obb_iou(pred, record.obb)}
+        inter, union = metrics.obb_counts(pred, record.obb)
+        return {"pred_obb": pred, "iou": inter / union if union > 0 else 0.0, "area_counts": [inter, union]}
     if task in ("refseg", "change_mask"):
         shape = _image_shape(record, answer)
         pred = _union(_pred_masks(answer, shape), shape)
         target = record.target_mask(shape)
-        inter, union = metrics.mask_counts(pred, target)
+        inter, union = metrics.mask_counts(pred, target, record.ignore_mask(shape))
         out = {"intersection": inter, "union": union, "iou": metrics.sample_iou(inter, union)}
         if task == "change_mask":
             out["confusion"] = list(metrics.confusion(pred, target))
@@ -152,7 +154,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
         items = [r for r in all_items if _scored(r)]
         s: dict[str, float] = {}
         if task in ("grounding", "obb"):
-            s = metrics.grounding_scores([r["iou"] for r in items])
+            counts = [r["area_counts"] for r in items] if all("area_counts" in r for r in items) else None
+            s = metrics.grounding_scores([r["iou"] for r in items], counts)
         elif task == "refseg":
             s = metrics.segmentation_scores([(r["intersection"], r["union"]) for r in items])
         elif task == "change_mask":
@@ -216,8 +219,6 @@ def evaluate(
     max_new_tokens: int = 128,
 ) -> dict[str, Any]:
     """Run and score ``records`` (the first ``limit``), resuming from ``out/samples.jsonl``; returns the summary."""
-    from eval.report import render_report
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / SAMPLES
@@ -235,11 +236,50 @@ def evaluate(
             f.write(json.dumps(row) + "\n")
             f.flush()
             rows.append(row)
-    scope = {r.id for r in (records[:limit] if limit is not None else records)}
+    scoped = list(records[:limit] if limit is not None else records)
+    scope = {r.id for r in scoped}
     rows = [r for r in rows if r["id"] in scope]
-    summary = {"benchmark": benchmark, "model": model, "samples": len(rows), "tasks": summarise(rows)}
+    return write_outputs(out, rows, scoped, benchmark=benchmark, model=model)
+
+
+def score_baselines(records: Sequence[Record]) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """Each baseline's summary (task -> metric -> value) and its per-sample rows, scored as the model is."""
+    from eval.baselines import baseline_answers
+
+    summaries, all_rows = {}, {}
+    by_id = {r.id: r for r in records}
+    for name, answers in baseline_answers(records).items():
+        rows = []
+        for rid, answer in answers.items():
+            try:
+                scores = score_answer(by_id[rid], answer)
+            except (ValueError, FileNotFoundError):
+                continue
+            rows.append({"id": rid, "task": by_id[rid].task, "refs": by_id[rid].texts, **scores})
+        summaries[name] = summarise(rows)
+        all_rows[name] = rows
+    return summaries, all_rows
+
+
+def write_outputs(
+    out: Path, rows: list[dict[str, Any]], records: Sequence[Record], *, benchmark: str, model: str, **extra
+) -> dict[str, Any]:
+    """summary.json (with the baselines), report.md and the plots, from every scored row."""
+    from eval.plots import write_plots
+    from eval.report import render_report
+
+    baselines, baseline_rows = score_baselines(records)
+    summary = {
+        "benchmark": benchmark,
+        "model": model,
+        "samples": len(rows),
+        "tasks": summarise(rows),
+        "baselines": baselines,
+        **extra,
+    }
+    plots = write_plots(out, rows, baseline_rows)
     write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
-    write_text_atomic(out / REPORT, render_report(summary, rows))
+    write_text_atomic(out / REPORT, render_report(summary, rows, plots=plots))
     return summary
 
 
