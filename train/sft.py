@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from train import checkpoint as ckpt
 from train.config import TrainConfig, TrainConfigError
-from train.data import BatchBuilder, SFTData, epoch_batches, eval_batches, loader
+from train.data import BatchBuilder, SFTData, eval_batches, loader
+from train.mixing import plan_epoch, samples_per_source
 
 logger = logging.getLogger(__name__)
 
@@ -260,11 +261,11 @@ def _micro_batches(
     Global micro-batch ``m`` is batch ``m % per_epoch`` of epoch ``m // per_epoch``; this process takes its
     ``micro_batch_size`` slice of it.
     """
-    per_epoch = len(epoch_batches(len(builder.data), global_batch, cfg.seed, 0))
+    per_epoch = len(plan_epoch(builder.data, global_batch, cfg.seed, 0, cfg.mix))
     epoch, offset = divmod(start, per_epoch)
     rank, size = accelerator.process_index, cfg.micro_batch_size
     while True:
-        plan = epoch_batches(len(builder.data), global_batch, cfg.seed, epoch)
+        plan = plan_epoch(builder.data, global_batch, cfg.seed, epoch, cfg.mix)
         mine = [rows[rank * size : (rank + 1) * size] for rows in plan[offset:]]
         for k, (batch, skipped) in enumerate(loader(builder, mine, cfg.num_workers, cfg.seed + epoch)):
             yield epoch, offset + k, batch, skipped
@@ -318,7 +319,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     eval_plan = eval_batches(len(eval_data), cfg.micro_batch_size, cfg.eval_batches) if len(eval_data) else []
 
     global_batch = cfg.micro_batch_size * accelerator.num_processes
-    per_epoch = len(epoch_batches(len(train_data), global_batch, cfg.seed, 0))
+    per_epoch = len(plan_epoch(train_data, global_batch, cfg.seed, 0, cfg.mix))
+    if cfg.mix is not None:
+        planned = samples_per_source(train_data, global_batch, cfg.seed, per_epoch, cfg.mix)
+        logger.info("mixing %s: samples per epoch %s", ", ".join(
+            f"{name} ({rows} rows, weight {w:g})" for name, rows, w in
+            zip(train_data.source_names, np.bincount(train_data.sources, minlength=len(cfg.mix)), cfg.mix)),
+            planned)  # fmt: skip
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
 
     groups, names = param_groups(model, cfg)
@@ -384,6 +391,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                     result["mask_loss"], result["mask_iou"], result["samples"])  # fmt: skip
         log(record)
 
+    def per_source() -> dict[str, int]:
+        """Samples each --data source has given so far (recomputed from the plan, so a resume agrees)."""
+        counts = samples_per_source(train_data, global_batch, cfg.seed, consumed, cfg.mix)
+        return dict(zip(train_data.source_names, counts, strict=True))
+
     def save() -> Path | None:
         path = None
         if is_main:
@@ -396,6 +408,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "config": cfg.to_dict(),
                 "num_processes": accelerator.num_processes,
                 "skipped": dict(skipped),
+                "samples_per_source": per_source(),
             }
             path = ckpt.save_checkpoint(checkpoints, step, raw_model, None if deepspeed else optimizer,
                                         scheduler, names, trainer_state)  # fmt: skip
@@ -469,6 +482,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "s_per_step": elapsed / steps_in_window if steps_in_window else None,
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }
+            if len(cfg.data) > 1:
+                record["samples_per_source"] = per_source()
+                logger.info("samples per source: %s", record["samples_per_source"])
             if cache is not None:
                 record["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
             logger.info(
