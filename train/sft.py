@@ -16,6 +16,7 @@ checkpoint and ``out/final/``, an rsvlm checkpoint ``Assistant.from_pretrained``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -186,6 +187,33 @@ def _zero_loss(model) -> torch.Tensor:
     gradient all-reduce of the other processes."""
     params = [p for p in model.parameters() if p.requires_grad]
     return sum((p.sum() * 0.0 for p in params[1:]), params[0].sum() * 0.0)
+
+
+def _output_tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside a model output (dataclasses, dicts, lists, tuples), depth first."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _output_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _output_tensors(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _output_tensors(getattr(value, f.name))
+
+
+def _with_every_output(loss: torch.Tensor, output) -> torch.Tensor:
+    """``loss`` plus zero times every other output tensor that needs grad.
+
+    DDP (``find_unused_parameters``) marks as unused only the parameters it cannot reach from the forward's
+    *outputs*; the mask decoder's image contexts reach the output (``image_features``) on a batch without ``[SEG]``
+    but not the loss, so their gradient hooks never fire and the next step fails ("Expected to have finished
+    reduction in the prior iteration"). Adding them at weight zero changes no gradient value.
+    """
+    extra = [t for t in _output_tensors(dict(output)) if t.requires_grad and t is not loss]
+    return loss + sum(t.float().sum() * 0.0 for t in extra) if extra else loss
 
 
 def _tensor_value(x) -> float | None:
@@ -448,6 +476,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                     with accelerator.autocast():
                         output = model(**batch)
                     loss = output.loss
+                    if accelerator.num_processes > 1:
+                        loss = _with_every_output(loss, output)
                     window["ce"] += _tensor_value(output.ce_loss) or 0.0
                     if output.mask_loss is not None and sum(m.shape[0] for m in batch["seg_masks"]):
                         window["mask"] += _tensor_value(output.mask_loss)
