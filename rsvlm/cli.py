@@ -5,6 +5,7 @@
     rsvlm chat IMAGE [IMAGE2]            # a multi-turn conversation in the terminal
     rsvlm serve [--model PATH] [--port 7860]                       # the Gradio chat (demo/)
     rsvlm gen ...                                                  # instruction data (data_gen/README.md)
+    rsvlm convert FORMAT SRC --images DIR --out out/ds             # a foreign instruction set (data_gen/convert/)
     rsvlm train --recipe default-cpu --data out/ds --out out/run   # fine-tune (train/README.md)
     rsvlm eval --benchmark NAME --data PATH --out DIR              # score a model (eval/README.md)
 
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     # These are parsed by their own packages (see main); listed here for `rsvlm --help`.
     sub.add_parser("serve", help="start the Gradio chat", add_help=False)
     sub.add_parser("gen", help="generate instruction data from labels, OSM and vectors", add_help=False)
+    sub.add_parser("convert", help="convert a foreign instruction set for training", add_help=False)
     sub.add_parser("train", help="fine-tune on an instruction set", add_help=False)
     sub.add_parser("eval", help="score a model on the grounding benchmarks", add_help=False)
     return parser
@@ -181,7 +183,13 @@ def _quiet_third_party() -> None:
     hf_logging.disable_progress_bar()
 
 
-DELEGATED = {"gen": "data_gen.cli", "train": "train.cli", "eval": "eval.cli", "serve": "demo.app"}
+DELEGATED = {
+    "gen": "data_gen.cli",
+    "convert": "data_gen.convert.cli",
+    "train": "train.cli",
+    "eval": "eval.cli",
+    "serve": "demo.app",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

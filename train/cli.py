@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", nargs="+", help="one or more `rsvlm gen` output folders")
     parser.add_argument("--out", help="run folder (checkpoints, final model, metrics.jsonl)")
     parser.add_argument("--max-steps", type=int, help="optimizer steps of the whole run")
+    parser.add_argument("--mix", help="comma-separated sampling weight per --data source (e.g. 0.7,0.3)")
     parser.add_argument("--tasks", help="comma-separated task families to train on (default: all)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="TrainConfig overrides")
@@ -58,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         overrides = dict(parse_override(item) for item in args.overrides)
-        flags = {"data": args.data, "out": args.out, "max_steps": args.max_steps, "tasks": args.tasks}
+        flags = {
+            "data": args.data,
+            "out": args.out,
+            "max_steps": args.max_steps,
+            "tasks": args.tasks,
+            "mix": args.mix,
+        }
         cfg = TrainConfig.from_yaml(
             args.recipe, **overrides, **{k: v for k, v in flags.items() if v is not None}
         )

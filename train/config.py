@@ -32,6 +32,9 @@ class TrainConfig:
     folder (``config.json`` + ``model.safetensors``) whose trainable part training continues from."""
     data: list[str] = field(default_factory=list)
     """One or more ``rsvlm gen`` output folders (each has ``data/{split}-NNNNN.parquet``)."""
+    mix: list[float] | None = None
+    """Sampling weight of each ``data`` source (``[0.7, 0.3]``, or ``"0.7,0.3"``), seeded and resumable
+    (``train/mixing.py``); ``None``: the sources are concatenated and shuffled as one."""
     tasks: list[str] | None = None
     """Task families to train on (``caption``, ``vqa``, ``grounding``, ``reasoning``, ``gcg``, ``change``); all when
     ``None``."""
@@ -117,6 +120,12 @@ class TrainConfig:
         if isinstance(self.data, (str, Path)):
             self.data = [str(self.data)]
         self.data = [str(d) for d in (self.data or [])]
+        from train.mixing import MixError, parse_mix
+
+        try:
+            self.mix = parse_mix(self.mix, len(self.data))
+        except MixError as error:
+            raise TrainConfigError(str(error)) from None
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
         if self.tasks is not None:

@@ -58,6 +58,14 @@ def shard_files(folder: str | Path, split: str) -> list[str]:
     return [str(p) for p in sorted(data_dir.glob(f"{split}-*.parquet"))]
 
 
+def _row_sources(per_folder: list[list[str]]) -> np.ndarray:
+    """The source (folder) index of every row, in the order ``load_dataset`` reads the files."""
+    import pyarrow.parquet as pq
+
+    counts = [(k, pq.ParquetFile(f).metadata.num_rows) for k, files in enumerate(per_folder) for f in files]
+    return np.repeat([k for k, _ in counts], [n for _, n in counts]).astype(np.int64)
+
+
 def _row_problem(conversation: list[dict], images: list, masks: list) -> str | None:
     """Why a row cannot train, from its text and list lengths alone (no image decoding), else ``None``."""
     if not conversation or not any(m.get("role") == "assistant" for m in conversation):
@@ -91,9 +99,12 @@ class SFTData:
 
         if not folders:
             raise DataError("no dataset given: pass --data FOLDER (an `rsvlm gen` output)")
-        files = [f for folder in folders for f in shard_files(folder, split)]
+        per_folder = [shard_files(folder, split) for folder in folders]
+        files = [f for folder_files in per_folder for f in folder_files]
         self.split = split
         self.skipped: Counter[str] = Counter()
+        self.source_names = [str(f) for f in folders]
+        self.sources = np.zeros(0, dtype=np.int64)  # index into source_names of every row, for --mix
         if not files:
             self.dataset = None
             return
@@ -118,10 +129,14 @@ class SFTData:
         finally:
             if bars_were_on:
                 datasets_logging.enable_progress_bar()
+        sources = _row_sources(per_folder)
+        if len(sources) != len(dataset):
+            raise DataError(f"the {split} shards hold {len(dataset)} rows but their metadata {len(sources)}")
         if tasks is not None:
             wanted = set(tasks)
             keep = [i for i, task in enumerate(dataset["task"]) if task in wanted]
             dataset = dataset.select(keep)
+            sources = sources[keep]
         problems = [
             _row_problem(c, i, m)
             for c, i, m in zip(dataset["conversations"], dataset["images"], dataset["masks"], strict=True)
@@ -136,7 +151,9 @@ class SFTData:
                 sum(self.skipped.values()),
                 ", ".join(f"{n} x {r}" for r, n in self.skipped.items()),
             )
-        self.dataset = dataset.select([i for i, p in enumerate(problems) if p is None])
+        usable = [i for i, p in enumerate(problems) if p is None]
+        self.dataset = dataset.select(usable)
+        self.sources = sources[usable]
 
     def __len__(self) -> int:
         return 0 if self.dataset is None else len(self.dataset)

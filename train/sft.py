@@ -16,6 +16,7 @@ checkpoint and ``out/final/``, an rsvlm checkpoint ``Assistant.from_pretrained``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -37,7 +38,8 @@ from tqdm.auto import tqdm
 
 from train import checkpoint as ckpt
 from train.config import TrainConfig, TrainConfigError
-from train.data import BatchBuilder, SFTData, epoch_batches, eval_batches, loader
+from train.data import BatchBuilder, SFTData, eval_batches, loader
+from train.mixing import plan_epoch, samples_per_source
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +189,33 @@ def _zero_loss(model) -> torch.Tensor:
     return sum((p.sum() * 0.0 for p in params[1:]), params[0].sum() * 0.0)
 
 
+def _output_tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside a model output (dataclasses, dicts, lists, tuples), depth first."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _output_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _output_tensors(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _output_tensors(getattr(value, f.name))
+
+
+def _with_every_output(loss: torch.Tensor, output) -> torch.Tensor:
+    """``loss`` plus zero times every other output tensor that needs grad.
+
+    DDP (``find_unused_parameters``) marks as unused only the parameters it cannot reach from the forward's
+    *outputs*; the mask decoder's image contexts reach the output (``image_features``) on a batch without ``[SEG]``
+    but not the loss, so their gradient hooks never fire and the next step fails ("Expected to have finished
+    reduction in the prior iteration"). Adding them at weight zero changes no gradient value.
+    """
+    extra = [t for t in _output_tensors(dict(output)) if t.requires_grad and t is not loss]
+    return loss + sum(t.float().sum() * 0.0 for t in extra) if extra else loss
+
+
 def _tensor_value(x) -> float | None:
     return None if x is None else float(x.detach().float())
 
@@ -260,11 +289,11 @@ def _micro_batches(
     Global micro-batch ``m`` is batch ``m % per_epoch`` of epoch ``m // per_epoch``; this process takes its
     ``micro_batch_size`` slice of it.
     """
-    per_epoch = len(epoch_batches(len(builder.data), global_batch, cfg.seed, 0))
+    per_epoch = len(plan_epoch(builder.data, global_batch, cfg.seed, 0, cfg.mix))
     epoch, offset = divmod(start, per_epoch)
     rank, size = accelerator.process_index, cfg.micro_batch_size
     while True:
-        plan = epoch_batches(len(builder.data), global_batch, cfg.seed, epoch)
+        plan = plan_epoch(builder.data, global_batch, cfg.seed, epoch, cfg.mix)
         mine = [rows[rank * size : (rank + 1) * size] for rows in plan[offset:]]
         for k, (batch, skipped) in enumerate(loader(builder, mine, cfg.num_workers, cfg.seed + epoch)):
             yield epoch, offset + k, batch, skipped
@@ -318,7 +347,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     eval_plan = eval_batches(len(eval_data), cfg.micro_batch_size, cfg.eval_batches) if len(eval_data) else []
 
     global_batch = cfg.micro_batch_size * accelerator.num_processes
-    per_epoch = len(epoch_batches(len(train_data), global_batch, cfg.seed, 0))
+    per_epoch = len(plan_epoch(train_data, global_batch, cfg.seed, 0, cfg.mix))
+    if cfg.mix is not None:
+        planned = samples_per_source(train_data, global_batch, cfg.seed, per_epoch, cfg.mix)
+        logger.info("mixing %s: samples per epoch %s", ", ".join(
+            f"{name} ({rows} rows, weight {w:g})" for name, rows, w in
+            zip(train_data.source_names, np.bincount(train_data.sources, minlength=len(cfg.mix)), cfg.mix)),
+            planned)  # fmt: skip
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
 
     groups, names = param_groups(model, cfg)
@@ -384,6 +419,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                     result["mask_loss"], result["mask_iou"], result["samples"])  # fmt: skip
         log(record)
 
+    def per_source() -> dict[str, int]:
+        """Samples each --data source has given so far (recomputed from the plan, so a resume agrees)."""
+        counts = samples_per_source(train_data, global_batch, cfg.seed, consumed, cfg.mix)
+        return dict(zip(train_data.source_names, counts, strict=True))
+
     def save() -> Path | None:
         path = None
         if is_main:
@@ -396,6 +436,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "config": cfg.to_dict(),
                 "num_processes": accelerator.num_processes,
                 "skipped": dict(skipped),
+                "samples_per_source": per_source(),
             }
             path = ckpt.save_checkpoint(checkpoints, step, raw_model, None if deepspeed else optimizer,
                                         scheduler, names, trainer_state)  # fmt: skip
@@ -435,6 +476,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                     with accelerator.autocast():
                         output = model(**batch)
                     loss = output.loss
+                    if accelerator.num_processes > 1:
+                        loss = _with_every_output(loss, output)
                     window["ce"] += _tensor_value(output.ce_loss) or 0.0
                     if output.mask_loss is not None and sum(m.shape[0] for m in batch["seg_masks"]):
                         window["mask"] += _tensor_value(output.mask_loss)
@@ -469,6 +512,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "s_per_step": elapsed / steps_in_window if steps_in_window else None,
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }
+            if len(cfg.data) > 1:
+                record["samples_per_source"] = per_source()
+                logger.info("samples per source: %s", record["samples_per_source"])
             if cache is not None:
                 record["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
             logger.info(
