@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rsvlm import geo
+from rsvlm.answer_facts import measured_facts, strip_model_quantities
 from rsvlm.grounding import (
     Region,
     attach_masks,
@@ -329,9 +330,13 @@ class Session:
         streamer=None,
         remember: bool,
         history: list[dict[str, str]] | None = None,
+        state_facts: bool = True,
     ) -> Answer:
         """One model turn on these images. ``history`` defaults to the session's; a large scene's tiles pass []
-        (the conversation so far is about the overview, whose image a tile must not stand in for)."""
+        (the conversation so far is about the overview, whose image a tile must not stand in for).
+
+        The text keeps no quantity the model wrote; with ``state_facts`` it ends with what was measured on the
+        returned regions (``rsvlm.answer_facts``), the same numbers as the regions table and the GeoJSON."""
         assistant = self.assistant
         processor = assistant.processor
         warnings = list(assistant.warnings)
@@ -372,8 +377,12 @@ class Session:
         reference = images[-1] if len(images) == 2 else images[0]
         meta = metas[-1] if len(images) == 2 else metas[0]
         regions = [self._to_source(region, reference, meta, warnings) for region in parsed.regions]
+        text = _model_text(parsed.text, warnings)
+        if state_facts:
+            valid = int(reference.valid.sum()) if reference.valid is not None else None
+            text = _join(text, measured_facts(regions, valid or int(np.prod(reference.data.shape[1:]))))
         return Answer(
-            text=parsed.text,
+            text=text,
             regions=regions,
             warnings=_unique(warnings),
             raw_text=raw,
@@ -438,7 +447,9 @@ class Session:
         start = time.perf_counter()
         overview = self.images[0]
         size = self.assistant.image_size
-        overview_answer = self._ask_window(question, [overview], max_new_tokens=max_new_tokens, remember=True)
+        overview_answer = self._ask_window(
+            question, [overview], max_new_tokens=max_new_tokens, remember=True, state_facts=False
+        )
         height, width = overview.source_shape  # type: ignore[misc]
         # Source pixels -> CRS (no CRS: the identity). From the file's header when there is one: undoing the
         # overview's decimation in floating point would give -0.9999999999 for -1.
@@ -459,7 +470,7 @@ class Session:
             if not tile.valid.any():
                 continue
             answer = self._ask_window(
-                question, [tile], max_new_tokens=max_new_tokens, remember=False, history=[]
+                question, [tile], max_new_tokens=max_new_tokens, remember=False, history=[], state_facts=False
             )
             windows_with_hits += bool(answer.regions)
             col_off, row_off = tile.window[:2]  # type: ignore[index]
@@ -495,6 +506,7 @@ class Session:
             merged, windows_with_hits, len(chosen), len(windows), from_overview=from_overview
         )
         text = f"{summary}\nOverview: {overview_answer.text}" if overview_answer.text else summary
+        text = _join(text, measured_facts(merged, height * width))
         timings = dict(overview_answer.timings)
         timings["scene_s"] = time.perf_counter() - start
         return Answer(
@@ -541,6 +553,22 @@ class Session:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _model_text(text: str, warnings: list[str]) -> str:
+    """The model's text without the quantities it stated (a warning lists them): numbers are measured instead."""
+    cleaned, dropped = strip_model_quantities(text)
+    if dropped:
+        shown = ", ".join(repr(d) for d in dropped[:3]) + (", …" if len(dropped) > 3 else "")
+        warnings.append(
+            f"dropped {len(dropped)} number(s) the language model wrote ({shown}): the numbers in this answer "
+            "are measured on the regions it returns"
+        )
+    return cleaned
+
+
+def _join(text: str, facts: str) -> str:
+    return f"{text}\n{facts}" if text and facts else (text or facts)
 
 
 def _merge_geometries(geometries: list[dict]) -> dict | None:

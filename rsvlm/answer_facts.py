@@ -1,0 +1,93 @@
+"""The numbers an answer states, measured on the regions it returns; never the language model's own.
+
+A 135M-parameter LLM that writes "about a third (34 %)" or "3,072 m²" is guessing. So the assistant removes such
+quantities from the model's text (``strip_model_quantities``) and states what it measured on the returned geometry
+instead (``measured_facts``): area in m² / ha / km² from the CRS (the same ``Region.area_m2`` the regions table and
+GeoJSON carry), share of the image's valid pixels, and the number of separate patches of each mask.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from rsvlm.grounding import Region
+
+_UNIT = r"(?:m²|m2|sq\.? ?m|square met(?:re|er)s?|ha|hectares?|km²|km2|square kilomet(?:re|er)s?|pixels?|px)"
+_NUMBER = r"\d[\d,]*(?:\.\d+)?"
+_QUANTITY = re.compile(
+    rf"\s*\(\s*{_NUMBER}\s?%\s*\)"  # "(34 %)"
+    rf"|\s*\(\s*{_NUMBER}\s?{_UNIT}\)"  # "(0.31 ha)"
+    rf"|\b{_NUMBER}\s?%"  # "34 %"
+    rf"|\b{_NUMBER}\s?{_UNIT}(?![A-Za-z])",  # "3,072 m²", "11,213 pixels"
+    re.IGNORECASE,
+)
+
+
+def strip_model_quantities(text: str) -> tuple[str, list[str]]:
+    """``text`` without the areas, shares and pixel counts the model wrote; returns the dropped pieces too."""
+    dropped = [m.group(0).strip() for m in _QUANTITY.finditer(text)]
+    if not dropped:
+        return text, []
+    cleaned = _QUANTITY.sub("", text)
+    cleaned = re.sub(r"[ \t]+", " ", cleaned)
+    cleaned = re.sub(r" ([.,;:!?])", r"\1", cleaned)
+    cleaned = re.sub(r"\(\s*\)", "", cleaned)
+    cleaned = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", cleaned).strip()  # "tile, , or" -> "tile, or"
+    return cleaned, dropped
+
+
+def format_area(area_m2: float) -> str:
+    """Square metres under a hectare, hectares under a square kilometre, then km² (with ha)."""
+    if area_m2 < 10_000:
+        return f"{area_m2:,.0f} m²"
+    if area_m2 < 1_000_000:
+        return f"{area_m2 / 10_000:,.2f} ha"
+    return f"{area_m2 / 1_000_000:,.2f} km² ({area_m2 / 10_000:,.0f} ha)"
+
+
+def count_patches(mask) -> int:
+    """8-connected components of a mask (a dense array or a ``SparseMask``'s dense view when small enough)."""
+    from scipy import ndimage
+
+    dense = mask if isinstance(mask, np.ndarray) else None
+    if dense is None:
+        return 0
+    _, n = ndimage.label(dense, structure=np.ones((3, 3), bool))
+    return int(n)
+
+
+def measured_facts(regions: list[Region], valid_pixels: int | None) -> str:
+    """One sentence per measured region: "buildings: 0.31 ha (12 % of the image), 4 patches."."""
+    from rsvlm import geo
+
+    lines = []
+    for region in regions:
+        label = region.label or "region"
+        parts = []
+        pixels = None
+        if region.mask is not None:
+            pixels = (
+                region.mask.count()
+                if isinstance(region.mask, geo.SparseMask)
+                else int(np.count_nonzero(region.mask))
+            )
+            if pixels == 0:
+                lines.append(f"{label}: none found.")
+                continue
+        if region.area_m2 is not None:
+            parts.append(format_area(region.area_m2))
+        elif pixels is not None:
+            parts.append(f"{pixels:,} pixels")
+        if pixels is not None and valid_pixels:
+            share = 100 * pixels / valid_pixels
+            parts.append(f"{share:.0f} % of the image" if share >= 1 else "under 1 % of the image")
+        if not parts:
+            continue
+        text = f"{label}: {parts[0]}" + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
+        patches = count_patches(region.mask) if region.mask is not None else 0
+        if patches > 1:
+            text += f", {patches:,} patches"
+        lines.append(text + ".")
+    return " ".join(lines)
