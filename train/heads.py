@@ -235,7 +235,8 @@ def train(args) -> Path:
 
     model.train()
     tick, seen = time.perf_counter(), 0
-    for step in range(state["step"], args.max_steps):
+    stop = min(args.max_steps, args.stop_after or args.max_steps)
+    for step in range(state["step"], stop):
         indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts)
         phrases = [rng.choice(t.phrases) for t in targets]
         pairs = [item_target(items, train_tiles, processor, i, t) for i, t in zip(indices, targets)]
@@ -275,6 +276,10 @@ def train(args) -> Path:
                 write_text_atomic(out / "best" / "validation.json", json.dumps(report, indent=1))
             save(step + 1)
             tick, seen = time.perf_counter(), 0
+    if stop < args.max_steps:  # a sitting ends here; the same command later resumes the run
+        if state["step"] % args.eval_every:
+            save(state["step"])
+        return out / "best"
     write_text_atomic(out / "heads_state.json", json.dumps({**state, "encode_s": encode_s}, indent=1))
     return out / "best"
 
@@ -310,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--exclude", nargs="*", help="sources left out of training (leave-one-source-out)")
     p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="end this sitting after step N (resume later)"
+    )
     p.add_argument("--batch", type=int, default=8, help="renderings per step")
     p.add_argument("--prompts", type=int, default=4, help="targets per rendering")
     p.add_argument(

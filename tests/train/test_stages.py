@@ -1,0 +1,128 @@
+"""The embedded default's recipe on tiny models: corpus data -> stage A (heads) -> stage B data -> combine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.train.conftest import make_dataset
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """A one-source corpus (``ds``: the tiny landcover.ai scene) and its recipe."""
+    root = tmp_path_factory.mktemp("corpus")
+    make_dataset(root)
+    recipe = root / "corpus.yaml"
+    recipe.write_text(
+        yaml.safe_dump({"sources": {"ds": {"gen": {"labels": "l.tif", "taxonomy": "landcover.ai"}}}})
+    )
+    return root, recipe
+
+
+@pytest.fixture(scope="module")
+def init_checkpoint(tmp_path_factory, tiny_llm_dir, tiny_vit_dir) -> Path:
+    from rsvlm.configuration_rsvlm import RSVLMConfig
+    from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("init")
+    RSVLMForConditionalGeneration(RSVLMConfig.tiny(str(tiny_llm_dir), str(tiny_vit_dir))).save_pretrained(
+        path
+    )
+    return path
+
+
+def run_heads(corpus, init, out: Path, steps: int, *extra: str) -> None:
+    from train.heads import main
+
+    root, recipe = corpus
+    args = ["--corpus", str(root), "--recipe", str(recipe), "--init", str(init), "--out", str(out),
+            "--max-steps", str(steps), "--eval-every", "2", "--log-every", "1", "--batch", "2", "--variants", "2",
+            "--threads", "1", "--warmup", "1", *extra]  # fmt: skip
+    assert main(args) == 0
+
+
+def test_dense_labels_give_positives_and_negatives(corpus):
+    from train.heads_data import collect_tiles
+
+    root, recipe = corpus
+    tiles = collect_tiles(root, yaml.safe_load(recipe.read_text()), {"train", "validation"})
+    assert len(tiles) == 4
+    concepts = {(t.concept, t.positive) for tile in tiles for t in tile.targets}
+    assert ("building", True) in concepts and ("water", True) in concepts
+    assert any(not positive for _, positive in concepts)  # a class absent from a tile is an empty target
+
+
+def test_stage_a_trains_only_the_heads_and_keeps_the_best(corpus, init_checkpoint, tmp_path):
+    run_heads(corpus, init_checkpoint, tmp_path / "a", 4)
+    before = load_file(init_checkpoint / "model.safetensors")
+    after = load_file(tmp_path / "a" / "best" / "model.safetensors")
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"mask_decoder", "phrase_projector"}
+    report = json.loads((tmp_path / "a" / "best" / "validation.json").read_text())
+    assert 0 <= report["score"] <= 1 and "building" in report["by_concept"]
+
+
+def test_stage_a_resumes_to_the_same_weights(corpus, init_checkpoint, tmp_path):
+    run_heads(corpus, init_checkpoint, tmp_path / "once", 4)
+    run_heads(
+        corpus, init_checkpoint, tmp_path / "twice", 4, "--stop-after", "3"
+    )  # a sitting stopped at step 3
+    run_heads(corpus, init_checkpoint, tmp_path / "twice", 4)  # resumes from its step-3 checkpoint
+    a = load_file(tmp_path / "once" / "checkpoints" / "step-000004" / "model.safetensors")
+    b = load_file(tmp_path / "twice" / "checkpoints" / "step-000004" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage_b_rows_lose_quantity_turns_with_their_masks():
+    from train.answers import rewrite_row
+
+    row = {
+        "conversations": [
+            {"role": "user", "content": "<image>\nHow big is the water?"},
+            {
+                "role": "assistant",
+                "content": "Water covers 3,072 m², about a third (34 %): <p>water</p> [SEG]",
+            },
+            {"role": "user", "content": "Outline the trees."},
+            {"role": "assistant", "content": "<p>trees</p> [SEG], about a tenth (9 %) of the tile"},
+        ],
+        "masks": ["water-mask", "tree-mask"],
+        "meta": json.dumps({"types": ["area", "refer_seg"], "facts": []}),
+        "task": "vqa",
+    }
+    new = rewrite_row(row, max_turns=2)
+    assert new["conversations"] == [
+        {"role": "user", "content": "<image>\nOutline the trees."},
+        {"role": "assistant", "content": "<p>trees</p> [SEG], about a tenth of the tile"},
+    ]
+    assert new["masks"] == ["tree-mask"] and json.loads(new["meta"])["types"] == ["refer_seg"]
+    only_quantities = {**row, "meta": json.dumps({"types": ["area", "count"]})}
+    assert rewrite_row(only_quantities, max_turns=2) is None
+
+
+def test_combine_takes_the_heads_of_stage_a_and_the_rest_of_stage_b(corpus, init_checkpoint, tmp_path):
+    from rsvlm.configuration_rsvlm import RSVLMConfig
+    from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
+    from train.combine import combine
+
+    run_heads(corpus, init_checkpoint, tmp_path / "a", 2)
+    config = json.loads((init_checkpoint / "config.json").read_text())
+    config.pop("architectures", None)
+    torch.manual_seed(1)
+    text = RSVLMForConditionalGeneration(RSVLMConfig(**{**config, "bce_weight": 0.0}))
+    text.save_pretrained(tmp_path / "b")
+    out = combine(tmp_path / "a" / "best", tmp_path / "b", tmp_path / "default")
+    joined, heads, rest = (
+        load_file(p / "model.safetensors") for p in (out, tmp_path / "a" / "best", tmp_path / "b")
+    )
+    for key, value in joined.items():
+        source = heads if key.startswith(("mask_decoder.", "phrase_projector.")) else rest
+        assert torch.equal(value, source[key]), key
+    assert json.loads((out / "config.json").read_text())["bce_weight"] == RSVLMConfig().bce_weight
