@@ -111,6 +111,15 @@ def rewrite_row(row: dict, max_turns: int, taxonomy=None) -> dict | None:
     return {**row, "conversations": kept, "masks": masks, "meta": json.dumps(meta)}
 
 
+def _write(path: Path, rows: list[dict], schema) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(
+        [{k: v for k, v in r.items() if k != "_source"} for r in rows], schema=schema
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
 def build(
     corpus: Path,
     out: Path,
@@ -148,17 +157,19 @@ def build(
                 if new is None:
                     counts[name]["skipped"] += 1
                     continue
-                writers[split].append(new)
+                writers[split].append({**new, "_source": name})
                 counts[name][f"{split}/{row['task']}"] += 1
                 taken += 1
-    (out / "data").mkdir(parents=True, exist_ok=True)
     for split, rows in writers.items():
         if not rows:
             continue
         random.Random(f"{seed}:{split}").shuffle(rows)
-        table = pa.Table.from_pylist(rows, schema=schema)
-        with atomic_path(out / "data" / f"{split}-00000.parquet") as tmp:
-            pq.write_table(table, tmp)
+        _write(out / "data" / f"{split}-00000.parquet", rows, schema)
+        if split != "train":  # per-source held-out sets, for evaluating each source on its own
+            for name in names:
+                mine = [r for r in rows if r["_source"] == name]
+                if mine:
+                    _write(out / "by_source" / name / "data" / f"{split}-00000.parquet", mine, schema)
     summary = {name: dict(sorted(c.items())) for name, c in counts.items()}
     write_text_atomic(out / "answers.json", json.dumps(summary, indent=1))
     return summary
