@@ -87,7 +87,62 @@ def prepare_xyz_chips(spec: dict[str, Any], root: Path, out: Path) -> None:
                 ds.write(rgb)
 
 
-PREPARE = {"colour_masks": prepare_colour_masks, "xyz_chips": prepare_xyz_chips}
+def prepare_gpkg_geojson(spec: dict[str, Any], root: Path, out: Path) -> None:
+    """A GeoPackage's features -> an EPSG:4326 GeoJSON (``labels.geojson``), read with sqlite3 and shapely.
+
+    A GeoPackage geometry is a small header (magic ``GP``, flags, SRS id, an optional envelope) before plain WKB;
+    the SRS id names an EPSG code in ``gpkg_spatial_ref_sys``.
+    """
+    import sqlite3
+    import struct
+
+    import shapely
+    from pyproj import Transformer
+
+    dest = out / "labels.geojson"
+    if dest.is_file():
+        return
+    features = []
+    for gpkg in spec["files"]:
+        con = sqlite3.connect(f"file:{root / gpkg}?mode=ro", uri=True)
+        table, column = con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns").fetchone()
+        for (blob,) in con.execute(f'SELECT "{column}" FROM "{table}"'):
+            if blob is None or blob[:2] != b"GP":
+                continue
+            flags = blob[3]
+            srs_id = struct.unpack("<i" if flags & 1 else ">i", blob[4:8])[0]
+            envelope = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}.get((flags >> 1) & 7, 0)
+            geom = shapely.from_wkb(bytes(blob[8 + envelope :]))
+            epsg = con.execute(
+                "SELECT organization_coordsys_id FROM gpkg_spatial_ref_sys WHERE srs_id = ?", (srs_id,)
+            ).fetchone()[0]
+            to_wgs84 = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+            geom = shapely.transform(
+                geom, lambda xy, t=to_wgs84: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+            )
+            features.append({"type": "Feature", "geometry": shapely.geometry.mapping(geom), "properties": {}})
+        con.close()
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(dest, json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def prepare_select_files(spec: dict[str, Any], root: Path, out: Path) -> None:
+    """Links to the files matching ``glob`` in ``out/files/`` (a folder holding one kind of file, when the source
+    folder mixes them: xBD keeps pre- and post-disaster labels side by side)."""
+    target = out / "files"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(root.glob(spec["glob"])):
+        link = target / path.name
+        if not link.exists():
+            link.symlink_to(path)
+
+
+PREPARE = {
+    "select_files": prepare_select_files,
+    "colour_masks": prepare_colour_masks,
+    "xyz_chips": prepare_xyz_chips,
+    "gpkg_geojson": prepare_gpkg_geojson,
+}
 
 
 # ----------------------------------------------------------------------------------------------------- build
