@@ -1,0 +1,19 @@
+"""The format rate counts an answer only when it carries the element its question asked for."""
+
+from eval.protocol import format_ok
+
+
+def test_each_task_wants_its_element():
+    assert format_ok({"task": "refseg", "raw_text": "<p>water</p> [SEG]", "refs": ["the water"]})
+    assert not format_ok({"task": "refseg", "raw_text": "There is water.", "refs": ["the water"]})
+    assert format_ok({"task": "refseg", "raw_text": "None here: no water.", "refs": ["None here: no water."]})
+    assert not format_ok({"task": "refseg", "raw_text": "None here.", "refs": ["the water"]})
+    assert format_ok({"task": "grounding", "raw_text": "It is at <box>[1, 2, 30, 40]</box>.", "refs": []})
+    assert not format_ok(
+        {"task": "grounding", "raw_text": "<box>[30, 2, 1, 40]</box>", "refs": []}
+    )  # inverted
+    assert format_ok({"task": "obb", "raw_text": "<obb>[500, 500, 100, 50, 30]</obb>", "refs": []})
+    assert format_ok({"task": "vqa", "raw_text": "No, I see none.", "refs": ["Yes, there is."]})
+    assert not format_ok({"task": "vqa", "raw_text": "There might be.", "refs": ["Yes, there is."]})
+    assert format_ok({"task": "change_binary", "raw_text": "yes, it changed", "refs": ["No."]})
+    assert not format_ok({"task": "caption", "raw_text": "", "refs": ["A field."]})
