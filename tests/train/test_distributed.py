@@ -62,7 +62,7 @@ def launch(settings: dict, data: Path, out: Path, grad_accum: int, **extra) -> s
     port = str(29500 + (os.getpid() + len(out.name)) % 1000)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", port, "-m", "train.sft", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
+               "--main_process_port", port, "-m", "train.cli", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
                f"datasets_cache={out.parent / 'hf'}"]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # fmt: skip
