@@ -409,7 +409,9 @@ def read_gen(path: str | Path, images: str | Path | None = None, split: str | No
             image_paths.append(str(p))
         width, height = row["images"][0].size
         mask_paths = []
-        for k, mask in enumerate(row["masks"] or []):
+        # Only the first answer is scored, so only its own [SEG] masks (the first ones) are its references: a
+        # yes/no first turn of a row whose later turn segments something is a yes/no record, not a mask one.
+        for k, mask in enumerate((row["masks"] or [])[: answer.count("[SEG]")]):
             p = cache / f"{safe}_mask{k}.png"
             mask.convert("L").save(p)
             mask_paths.append(str(p))

@@ -143,6 +143,12 @@ def test_gen_parquet_rows_become_records_by_what_their_answer_holds(tmp_path):
             [mask],
         ),
     ]
+    later = row("y", "vqa", "<image>\nIs there a field?", "Yes.", masks=[mask])  # the mask is a later turn's
+    later["conversations"] += [
+        {"role": "user", "content": "Outline it."},
+        {"role": "assistant", "content": "<p>field</p> [SEG]"},
+    ]
+    rows.append(later)
     out = tmp_path / "data"
     out.mkdir()
     datasets.Dataset.from_list(rows, features=features()).to_parquet(str(out / "test-0.parquet"))
@@ -155,6 +161,7 @@ def test_gen_parquet_rows_become_records_by_what_their_answer_holds(tmp_path):
         "c": "caption",
         "b": "change_binary",
         "m": "change_mask",
+        "y": "vqa",
     }
     assert records["g/1"].box == [0, 32, 16, 64] and records["g/1"].question == "Where is the pond?"
     assert records["b"].answer is False and len(records["b"].images) == 2
