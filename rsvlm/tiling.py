@@ -1,14 +1,11 @@
-"""Large scenes: which windows to read (visual search), and how to merge what the windows found.
+"""Large scenes: the windows a scene is cut into, how regions found in windows merge, the answer's sentence.
 
-The assistant reads a decimated overview, asks the question on it, then reads at full resolution only the
-windows worth it (``choose_windows``), asks each, and merges (``merge_regions``: box NMS per label across
-windows, masks stitched in a ``geo.SparseMask``). ``describe_large_scene`` says what was found and how much of
-the scene was read.
+``plan_windows`` cuts the scene into model-sized windows with overlap (``rsvlm.scene`` decodes masks on them);
+``merge_regions`` merges regions of one label across windows (box NMS, masks stitched in a ``geo.SparseMask``);
+``describe_large_scene`` says what was found and how much of the scene was read at full resolution.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from rsvlm import geo
 from rsvlm.grounding import Region
@@ -27,35 +24,6 @@ def plan_windows(width: int, height: int, size: int, overlap: float) -> list[tup
     return [
         (x, y, min(size, width - x), min(size, height - y)) for y in starts(height) for x in starts(width)
     ]
-
-
-def choose_windows(windows, overview_regions: list[Region], overview: geo.GeoImage, budget: int):
-    """Visual search: windows touched by what the overview pass grounded first, then the most detailed ones.
-
-    Small targets vanish in an overview, so when the overview grounds nothing the windows with the most texture
-    (local gradient energy of the overview, a cheap proxy for built-up or structured land) are read first.
-    """
-    if len(windows) <= budget:
-        return windows
-    scale = overview.scale
-    hits = []
-    for region in overview_regions:
-        if region.pixel_box is not None:
-            hits.append(region.pixel_box)
-    rgb = overview.rgb()
-    grey = rgb.mean(axis=0)
-    gy, gx = np.gradient(grey)
-    energy = np.hypot(gx, gy)
-
-    def score(window) -> tuple[float, float]:
-        x, y, w, h = window
-        touched = sum(_box_iou_area((x, y, x + w, y + h), box) > 0 for box in hits)
-        r0, r1 = int(y / scale), max(int((y + h) / scale), int(y / scale) + 1)
-        c0, c1 = int(x / scale), max(int((x + w) / scale), int(x / scale) + 1)
-        return (touched, float(energy[r0:r1, c0:c1].mean()) if energy[r0:r1, c0:c1].size else 0.0)
-
-    ranked = sorted(windows, key=score, reverse=True)
-    return ranked[:budget]
 
 
 def _box_iou_area(a, b) -> float:
@@ -176,7 +144,13 @@ def _object_count(region: Region) -> int:
 
 
 def describe_large_scene(
-    regions: list[Region], windows_with_hits: int, read: int, total: int, *, from_overview: bool = False
+    regions: list[Region],
+    windows_with_hits: int,
+    read: int,
+    total: int,
+    *,
+    from_overview: bool = False,
+    how: str | None = None,
 ) -> str:
     """One sentence for a large-scene answer: what was found, where, and how much of the scene was read.
 
@@ -187,7 +161,7 @@ def describe_large_scene(
         key = _singular(_noun(region.label))
         n, label = counts.get(key, (0, region.label))
         counts[key] = (n + _object_count(region), label)
-    how = (
+    how = how or (
         f"all {total:,} read at full resolution"
         if read >= total
         else f"visual search read the {read:,} most promising"
