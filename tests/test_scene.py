@@ -257,3 +257,24 @@ def test_stitched_masks_match_one_pass_over_a_scene_that_fits_whole(tiny_checkpo
     single = decode(whole, [(0, 0, 384, 384)], 0.0)
     np.testing.assert_array_equal(single, truth)
     assert (stitched & single).sum() / (stitched | single).sum() >= 0.95
+
+
+def test_a_generated_answer_hands_its_seg_states_to_the_windows(tiny_checkpoint, tmp_path):
+    """The real ``generate`` (no script): the windows' prompts are built from the overview's [SEG] state and
+    phrase, and the language model is not run again for any window."""
+    path = tmp_path / "scene.tif"
+    write_scene(path, 400, 300)
+    assistant = Assistant.from_pretrained(tiny_checkpoint, dtype="float32")
+    model, tokenizer = assistant.model, assistant.processor.tokenizer
+    ids = tokenizer("<p>roof</p>", add_special_tokens=False)["input_ids"]
+    model.compute_logits = forcing_logits(
+        model, [*ids, model.config.seg_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    )
+    seen = []
+    original = model.mask_prompts
+    model.mask_prompts = lambda states, phrases: seen.append((states, phrases)) or original(states, phrases)
+    answer = assistant.session().ask("Outline the roofs.", images=[path], max_new_tokens=16)
+    assert answer.tiles == answer.windows == 12  # (a second generation would run out of forced tokens)
+    generated, for_windows = seen[0], seen[-1]
+    assert for_windows[1] == ["roof"] and for_windows[0].shape == (1, model.hidden_size)
+    torch.testing.assert_close(for_windows[0], generated[0])
