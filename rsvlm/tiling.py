@@ -38,6 +38,20 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+# Masks covering more 256² blocks than this (~4 Mpx) keep their outline unsimplified (see merge_regions).
+SIMPLIFY_BLOCKS = 64
+
+
+def _multipolygon(parts: list[dict]) -> dict | None:
+    """Oriented GeoJSON polygons that are already disjoint (the parts of one union) as one geometry: no second
+    union, which costs as much as the first on a scene-sized mask."""
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return {"type": "MultiPolygon", "coordinates": [p["coordinates"] for p in parts]}
+
+
 def merge_regions(
     regions: list[Region],
     overview_regions: list[Region] = (),
@@ -71,11 +85,13 @@ def merge_regions(
             mask = mask.union(other.mask)
         if not mask.any():
             continue
-        polygons = mask.pixel_polygons()
+        # Simplifying (topology preserved) grows faster than linearly in a polygon's holes: a scene-sized region
+        # with thousands of them took 83 s at 5,000². Past SIMPLIFY_BLOCKS blocks the outline stays on pixel edges.
+        polygons = mask.pixel_polygons(simplify_px=0.5 if len(mask.blocks) <= SIMPLIFY_BLOCKS else 0.0)
         geometry = None
         area = None
         if crs is not None and transform is not None:
-            geometry = geo.union_geometries(geo.pixel_shapes_to_geometries(polygons, transform, crs))
+            geometry = _multipolygon(geo.pixel_shapes_to_geometries(polygons, transform, crs))
             area = mask.area_m2(transform, crs)
         ring = [(float(x), float(y)) for x, y in polygons[0].exterior.coords] if polygons else None
         kept.append(
