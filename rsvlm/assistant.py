@@ -6,9 +6,10 @@
     answer.text, answer.regions[0].geometry, answer.regions[0].area_m2
 
 A session keeps the conversation and the encoded features of its images, so later turns about the same image
-do not run the vision tower again. An image larger than the model input is answered by a coarse overview pass
-that picks the windows worth reading at full resolution (visual search), then by windowed tiles whose regions are
-merged (box NMS across tiles, masks stitched as polygons in the CRS). Memory stays bounded by the tile size.
+do not run the vision tower again. An image larger than the model input is answered by one language pass on a
+decimated overview; the mask prompts of that answer (one per ``[SEG]`` or box) are then decoded on the scene's
+full-resolution windows, batched through the tower with no generation per window, and stitched on the source
+grid (``rsvlm.scene``). Memory stays bounded by the batch of windows and the blocks the masks cover.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from rsvlm import geo
+from rsvlm import geo, scene
 from rsvlm.answer_facts import measured_facts, strip_model_quantities
 from rsvlm.grounding import (
     Region,
@@ -36,13 +37,17 @@ from rsvlm.grounding import (
     format_two_date_prompt,
     parse_answer,
 )
-from rsvlm.tiling import choose_windows, describe_large_scene, merge_regions, plan_windows
+from rsvlm.tiling import describe_large_scene, merge_regions, plan_windows
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
 # Pixels past which a scene without internal overviews is refused rather than scanned for an overview.
 OVERVIEW_SCAN_LIMIT = 400_000_000
+# Scenes cut into more windows than this are decoded coarse to fine by default (2,300² px at 256 px windows).
+COARSE_TO_FINE_WINDOWS = 100
+# Components of a box prompt's stitched mask past this many are dropped (largest kept), with a warning.
+MAX_BOXES = 500
 
 
 @dataclass
@@ -57,7 +62,7 @@ class Answer:
     transform: tuple[float, ...] | None = None
     image_shape: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    tiles: int = 1
+    tiles: int = 1  # windows read at full resolution
     windows: int = 1  # windows a large scene was cut into (``tiles`` of them were read)
 
     def to_json(self) -> dict[str, Any]:
@@ -89,19 +94,17 @@ class Answer:
         """All masks burnt into one single-band GeoTIFF on the source grid: value i+1 for the i-th masked region.
 
         Written block by block (tiled, sparse, deflate), so a large scene's stitched masks are never expanded to
-        the scene's size.
+        the scene's size. An answer without masks (nothing found) writes an all-zero mask on the same grid.
         """
         if self.image_shape is None or self.transform is None:
             raise geo.RasterError("this answer has no source grid to write a mask GeoTIFF on")
         masked = [r.mask for r in self.regions if r.mask is not None]
-        if not masked:
-            raise geo.RasterError("the answer has no masks to write (ask it to outline or segment something)")
         from affine import Affine
 
         sparse = [
             m if isinstance(m, geo.SparseMask) else geo.SparseMask.from_dense(m, shape=self.image_shape)
             for m in masked
-        ]
+        ] or [geo.SparseMask(*self.image_shape)]  # nothing found: an all-zero mask on the same grid
         geo.write_masks_geotiff(path, sparse, Affine(*self.transform[:6]), self.crs)
 
 
@@ -135,14 +138,24 @@ class Assistant:
         model,
         processor,
         *,
-        max_tiles: int = 16,
+        max_tiles: int | None = None,
         tile_overlap: float = 0.125,
         dtype: str | torch.dtype = "auto",
         tile_large_scenes: bool = True,
+        time_budget_s: float | None = 60.0,
+        coarse_to_fine: bool | None = None,
+        window_batch: int = 4,
     ):
         self.model = model
         self.processor = processor
+        # A large scene's budget: windows read at full resolution (None: no cap) and seconds spent reading them
+        # (None: no limit). What the budget leaves unread is taken from the overview and named in the warnings.
         self.max_tiles = max_tiles
+        self.time_budget_s = time_budget_s
+        # True: read only the windows on the overview masks' boundaries (or uncertain); None: when the scene has
+        # more than COARSE_TO_FINE_WINDOWS windows; False: every window (a budget still applies).
+        self.coarse_to_fine = coarse_to_fine
+        self.window_batch = window_batch
         self.tile_overlap = tile_overlap
         # False: an image larger than the model input is answered whole, resized (as benchmarks are scored);
         # True: by an overview and full-resolution windows (large scenes).
@@ -230,13 +243,12 @@ class Session:
         self.dates: tuple[str, str] | None = None
         self.bands: str | list[int] | None = None
         self._features: OrderedDict[tuple, Any] = OrderedDict()
-        # Encoded features of every window a large-scene turn reads (its tile budget, the overview, and a second
-        # date) stay cached, so a follow-up question on the same scene re-runs only the language model on them.
-        # One entry is ~2-3 MB with the default model (tokens, decoder map and context, 256² pixels).
-        self._cache_size = (
-            feature_cache_size if feature_cache_size is not None else max(4, assistant.max_tiles + 2)
-        )
-        self.encode_count = 0  # how many times the vision tower ran (tests and benchmarks read it)
+        # Encoded features of the images the language model reads (an image, a large scene's overview, a second
+        # date) stay cached, so a follow-up question re-runs only the language model. A large scene's windows are
+        # not kept (one is ~1-3 MB, a 10,000² scene has 2,000): they cost a tower pass each, no generation.
+        self._cache_size = feature_cache_size if feature_cache_size is not None else 4
+        self.encode_count = 0  # images the vision tower encoded (tests and benchmarks read it)
+        self._cancel = threading.Event()
 
     # ------------------------------------------------------------------------------------------------------------
     def ask(
@@ -248,16 +260,23 @@ class Session:
         dates: tuple[str, str] | None = None,
         max_new_tokens: int = 128,
         streamer=None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Answer:
+        """One turn. ``streamer(text_piece)`` gets the answer's text as it is generated (for a large scene: the
+        overview answer, before any window is read); ``progress(done, total)`` the windows of a large scene as
+        they are decoded. ``cancel()`` from another thread ends a large scene's window pass early."""
         if not question or not question.strip():
             raise ValueError("the question is empty")
+        self._cancel.clear()
         if images:
             self._set_images(images, bands=bands, dates=dates)
         if not self.images:
             raise ValueError("no image: give one image (or two dates) with the first question")
         first = self.images[0]
         if self._is_large(first.source_shape) and len(self.images) == 1:
-            return self._ask_large_scene(question, max_new_tokens=max_new_tokens)
+            return self._ask_large_scene(
+                question, max_new_tokens=max_new_tokens, streamer=streamer, progress=progress
+            )
         answer = self._ask_window(
             question, self.images, max_new_tokens=max_new_tokens, streamer=streamer, remember=True
         )
@@ -265,6 +284,11 @@ class Session:
 
     def reset(self) -> None:
         self.history.clear()
+
+    def cancel(self) -> None:
+        """End a running large-scene answer after its current batch of windows (the chat calls it when a new
+        question comes); the answer returns what was decoded so far and says what was not read."""
+        self._cancel.set()
 
     # ------------------------------------------------------------------------------------------------------------
     def _set_images(self, images, *, bands, dates) -> None:
@@ -332,7 +356,29 @@ class Session:
         history: list[dict[str, str]] | None = None,
         state_facts: bool = True,
     ) -> Answer:
-        """One model turn on these images. ``history`` defaults to the session's; a large scene's tiles pass []
+        return self._turn(
+            question,
+            images,
+            max_new_tokens=max_new_tokens,
+            streamer=streamer,
+            remember=remember,
+            history=history,
+            state_facts=state_facts,
+        )[0]
+
+    def _turn(
+        self,
+        question,
+        images: list[geo.GeoImage],
+        *,
+        max_new_tokens,
+        streamer=None,
+        remember: bool,
+        history: list[dict[str, str]] | None = None,
+        state_facts: bool = True,
+    ) -> tuple[Answer, Any, Any, Any]:
+        """One model turn on these images -> (answer, its ``GenerationResult``, the reference image's
+        ``ImageMeta``, the ``ImageFeatures`` it read). ``history`` defaults to the session's; a large scene's tiles pass []
         (the conversation so far is about the overview, whose image a tile must not stand in for).
 
         The text keeps no quantity the model wrote; with ``state_facts`` it ends with what was measured on the
@@ -381,7 +427,7 @@ class Session:
         if state_facts:
             valid = int(reference.valid.sum()) if reference.valid is not None else None
             text = _join(text, measured_facts(regions, valid or int(np.prod(reference.data.shape[1:]))))
-        return Answer(
+        answer = Answer(
             text=text,
             regions=regions,
             warnings=_unique(warnings),
@@ -391,6 +437,7 @@ class Session:
             image_shape=tuple(reference.data.shape[1:]),
             timings=dict(result.timings),
         )
+        return answer, result, meta, features
 
     def _to_source(self, region: Region, image: geo.GeoImage, meta, warnings: list[str]) -> Region:
         """Grid / model-input coordinates -> pixels of the read image -> CRS geometry and area; pixel
@@ -438,18 +485,19 @@ class Session:
         return region
 
     # ------------------------------------------------------------------------------------------------------------
-    def _ask_large_scene(self, question: str, *, max_new_tokens: int) -> Answer:
-        """Overview pass, then the windows worth reading at full resolution, then merge.
+    def _ask_large_scene(self, question: str, *, max_new_tokens: int, streamer=None, progress=None) -> Answer:
+        """One language pass on the overview, then its mask prompts decoded on the scene's windows, stitched.
 
-        Memory is bounded by the tile budget: the overview, one window's pixels at a time, and each region's
-        mask as the 256² blocks its windows touched (``geo.SparseMask``), never the scene grid.
+        Memory is bounded by a batch of windows' pixels and features, and each region's mask as the 256² blocks
+        it covers (``geo.SparseMask``), never the scene grid.
         """
         start = time.perf_counter()
+        assistant = self.assistant
         overview = self.images[0]
-        size = self.assistant.image_size
-        overview_answer = self._ask_window(
-            question, [overview], max_new_tokens=max_new_tokens, remember=True, state_facts=False
-        )
+        overview_answer, generation, meta, features = self._turn(
+            question, [overview], max_new_tokens=max_new_tokens, streamer=streamer, remember=True,
+            state_facts=False,
+        )  # fmt: skip
         height, width = overview.source_shape  # type: ignore[misc]
         # Source pixels -> CRS (no CRS: the identity). From the file's header when there is one: undoing the
         # overview's decimation in floating point would give -0.9999999999 for -1.
@@ -458,69 +506,140 @@ class Session:
             if overview.path is not None
             else overview.transform @ ~overview.pixel_transform
         )
-        windows = plan_windows(width, height, size, self.assistant.tile_overlap)
-        chosen = choose_windows(windows, overview_answer.regions, overview, self.assistant.max_tiles)
-        logger.info("large scene %dx%d: %d windows, reading %d", width, height, len(windows), len(chosen))
-
-        regions: list[Region] = []
+        windows = plan_windows(width, height, assistant.image_size, assistant.tile_overlap)
         warnings = list(overview_answer.warnings)
-        windows_with_hits = 0
-        for window in tqdm(chosen, desc="tiles", unit="tile", disable=len(chosen) < 2):
-            tile = self._read_tile(window)
-            if not tile.valid.any():
-                continue
-            answer = self._ask_window(
-                question, [tile], max_new_tokens=max_new_tokens, remember=False, history=[], state_facts=False
-            )
-            windows_with_hits += bool(answer.regions)
-            col_off, row_off = tile.window[:2]  # type: ignore[index]
-            for region in answer.regions:
-                region.score = 1.0
-                if region.mask is not None:  # tile pixels -> a block mask on the scene grid
-                    region.mask = geo.SparseMask.from_dense(region.mask, col_off, row_off, (height, width))
-                regions.append(region)
-            warnings.extend(w for w in answer.warnings if "no CRS" not in w)
-        merged = merge_regions(regions, transform=grid_transform, crs=overview.crs)
-        from_overview = not merged and bool(overview_answer.regions)
-        if from_overview:
-            # Nothing at full resolution: keep what the overview grounded (boxes and outlines, coarse). Its masks
-            # are on the overview grid, not the scene's, so they are not kept as masks.
-            merged = [r for r in overview_answer.regions if r.pixel_box is not None or r.geometry is not None]
-            for region in merged:
-                region.mask = None
-            gsd = overview.gsd
-            detail = (
-                f" (~{gsd:.1f} m per pixel)" if gsd else f" ({overview.scale:.0f}× coarser than the scene)"
-            )
-            warnings.append(
-                f"nothing was grounded in the windows read at full resolution; the regions come from the "
-                f"coarse overview pass{detail}"
-            )
-        if len(chosen) < len(windows):
-            warnings.append(
-                f"only {len(chosen):,} of the scene's {len(windows):,} windows were read at full resolution "
-                f"(max_tiles={self.assistant.max_tiles}); things in the other {len(windows) - len(chosen):,} can "
-                "be missed: raise max_tiles, or ask about a window of the scene"
-            )
+        prompts = self._scene_prompts(overview_answer, generation, warnings)
+        timings = dict(overview_answer.timings)
+        if not len(prompts):
+            # Nothing grounded on the overview: nothing to decode (a question without regions, or nothing found).
+            timings["scene_s"] = time.perf_counter() - start
+            return _replace_answer(
+                overview_answer, grid_transform, (height, width), windows=len(windows), tiles=0, timings=timings,
+                warnings=warnings, text=overview_answer.text or "Found nothing.",
+            )  # fmt: skip
+        coarse = assistant.coarse_to_fine
+        if coarse is None:
+            coarse = len(windows) > COARSE_TO_FINE_WINDOWS
+        overview_masks = self._overview_masks(prompts, generation, features, meta, overview)
+        decoded = scene.decode_scene(
+            assistant.model,
+            self._window_pixels,
+            windows,
+            prompts,
+            (height, width),
+            overview=overview_masks,
+            coarse_to_fine=coarse,
+            max_windows=assistant.max_tiles,
+            time_budget_s=assistant.time_budget_s,
+            batch_size=assistant.window_batch,
+            progress=progress,
+            should_stop=self._cancel.is_set,
+            inference=assistant.inference,
+        )
+        self.encode_count += len(decoded.read)
+        regions = self._scene_regions(prompts, decoded, grid_transform, overview.crs, warnings)
+        warnings.extend(_not_read_warnings(decoded, len(windows), overview))
         summary = describe_large_scene(
-            merged, windows_with_hits, len(chosen), len(windows), from_overview=from_overview
+            regions,
+            decoded.windows_with_hits,
+            len(decoded.read),
+            len(windows),
+            how=_how_read(decoded, coarse),
         )
         text = f"{summary}\nOverview: {overview_answer.text}" if overview_answer.text else summary
-        text = _join(text, measured_facts(merged, height * width))
-        timings = dict(overview_answer.timings)
+        text = _join(text, measured_facts(regions, height * width))
+        timings["windows_s"] = decoded.seconds
         timings["scene_s"] = time.perf_counter() - start
-        return Answer(
-            text=text,
-            regions=merged,
-            warnings=_unique(warnings),
-            raw_text=overview_answer.raw_text,
-            crs=overview_answer.crs,
-            transform=tuple(grid_transform)[:6],
-            image_shape=(height, width),
-            timings=timings,
-            tiles=len(chosen),
-            windows=len(windows),
-        )
+        return _replace_answer(
+            overview_answer, grid_transform, (height, width), windows=len(windows), tiles=len(decoded.read),
+            timings=timings, warnings=warnings, text=text, regions=regions,
+        )  # fmt: skip
+
+    def _scene_prompts(self, overview_answer: Answer, generation, warnings: list[str]) -> scene.ScenePrompts:
+        """One prompt per region of the overview answer: a ``[SEG]`` region's own state and phrase (the phrase
+        alone when the result carries no states), a box's label as a phrase (``phrase_prompt`` models only)."""
+        model = self.assistant.model
+        states = getattr(generation, "seg_states", None)
+        phrases = getattr(generation, "seg_phrases", None) or []
+        labels, vectors, is_mask = [], [], []
+        skipped = []
+        for region in overview_answer.regions:
+            if region.seg_index is not None:
+                index = region.seg_index
+                phrase = phrases[index] if index < len(phrases) else region.label
+                state = states[index : index + 1] if states is not None and index < len(states) else None
+            elif region.box is not None or region.obb is not None:
+                phrase, state = region.label, None
+            else:
+                continue
+            if state is None and not model.config.phrase_prompt:
+                skipped.append(region.label or "(region)")
+                continue
+            with self.assistant.inference():
+                vectors.append(scene.mask_prompts(model, state, [phrase]).float())
+            labels.append(region.label)
+            is_mask.append(region.seg_index is not None)
+        if skipped:
+            warnings.append(
+                f"{len(skipped)} region(s) of the overview ({', '.join(skipped[:3])}) could not be searched at full "
+                "resolution: this model prompts masks from [SEG] states only"
+            )
+        tensor = torch.cat(vectors) if vectors else torch.zeros(0, 1)
+        return scene.ScenePrompts(labels=labels, vectors=tensor, is_mask=is_mask)
+
+    def _overview_masks(
+        self, prompts, generation, features, meta, overview: geo.GeoImage
+    ) -> scene.OverviewMasks:
+        """Each prompt's mask probabilities on the overview's pixels: from the decoder on the overview's own
+        features (the same computation ``generate`` ran for its [SEG]s, which a scripted answer replaces)."""
+        model = self.assistant.model
+        with self.assistant.inference():
+            logits = (
+                model.mask_decoder(features.contexts, [0] * len(prompts), prompts.vectors.to(model.device))
+                .float()
+                .cpu()
+            )  # [M, S, S]
+        rows = list(logits)
+        generated = generation.masks[0] if generation.masks and generation.masks[0] is not None else None
+        seg_rows = [i for i, m in enumerate(prompts.is_mask) if m]
+        if generated is not None and len(generated) == len(seg_rows):
+            for row, mask in zip(seg_rows, generated):
+                rows[row] = mask.float().cpu()
+        logits = torch.stack(rows)
+        probs = np.stack([meta.mask_to_source(torch.sigmoid(m).cpu()) for m in logits])  # [M, h, w]
+        if overview.valid is not None:
+            probs = probs * overview.valid
+        return scene.OverviewMasks(probs=probs, scale=float(overview.scale))
+
+    def _window_pixels(self, window):
+        """A window's model input ``(pixels [C, S, S], ImageMeta, valid [h, w])``; None for nodata."""
+        tile = self._read_tile(window)
+        if not tile.valid.any():
+            return None
+        pixels, meta = self.assistant.processor.preprocess_image(self._model_pixels(tile))
+        return pixels, meta, tile.valid
+
+    def _scene_regions(self, prompts, decoded, transform, crs, warnings: list[str]) -> list[Region]:
+        """The stitched masks as regions: a ``[SEG]`` prompt's mask is one region (merged per label); a box
+        prompt gives one box per connected part of its mask, largest first."""
+        masks = [Region(label=label, mask=mask, score=1.0)
+                 for label, mask, is_mask in zip(prompts.labels, decoded.masks, prompts.is_mask) if is_mask]  # fmt: skip
+        regions = merge_regions(masks, transform=transform, crs=crs)
+        for label, mask, is_mask in zip(prompts.labels, decoded.masks, prompts.is_mask):
+            if is_mask or not mask.any():
+                continue
+            parts = mask.pixel_polygons()
+            if len(parts) > MAX_BOXES:
+                warnings.append(f"{len(parts):,} {label!r} found; the {MAX_BOXES} largest are returned")
+                parts = parts[:MAX_BOXES]
+            for part in parts:
+                box = tuple(float(v) for v in part.bounds)
+                region = Region(label=label, pixel_box=box, score=1.0)  # type: ignore[arg-type]
+                if crs is not None:
+                    region.geometry = geo.pixel_box_to_geometry(box, transform, crs)
+                    region.area_m2 = float(geo.area_m2(region.geometry))
+                regions.append(region)
+        return regions
 
     def _read_tile(self, window: tuple[int, int, int, int]) -> geo.GeoImage:
         """A window of the scene at full resolution: sliced from memory when the session holds the whole scene
@@ -553,6 +672,49 @@ class Session:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _replace_answer(answer: Answer, transform, shape, **changes) -> Answer:
+    """A large scene's answer: the overview answer's, on the source grid, with these fields changed."""
+    from dataclasses import replace
+
+    return replace(
+        answer,
+        transform=tuple(transform)[:6],
+        image_shape=shape,
+        regions=changes.pop("regions", []),
+        warnings=_unique(changes.pop("warnings")),
+        **changes,
+    )
+
+
+def _how_read(decoded: scene.DecodedScene, coarse: bool) -> str | None:
+    if not decoded.not_read:
+        return None
+    if coarse:
+        return f"coarse to fine read the {len(decoded.read):,} on the overview's boundaries"
+    return f"the budget read the {len(decoded.read):,} most uncertain"
+
+
+def _not_read_warnings(decoded: scene.DecodedScene, total: int, overview: geo.GeoImage) -> list[str]:
+    """What was not read at full resolution, and why, in one warning."""
+    if not decoded.not_read:
+        return []
+    missing = sum(decoded.not_read.values())
+    why = {
+        "outside": "where the overview found nothing",
+        "inside": "inside what the overview found",
+        "window budget": "left by the window budget (max_tiles)",
+        "time budget": "left by the time budget (time_budget_s)",
+        "cancelled": "left when the answer was cancelled",
+    }
+    parts = ", ".join(f"{n:,} {why.get(reason, reason)}" for reason, n in decoded.not_read.items())
+    gsd = overview.gsd
+    detail = f"~{gsd:.1f} m per pixel" if gsd else f"{overview.scale:.0f}× coarser than the scene"
+    return [
+        f"{missing:,} of the scene's {total:,} windows were not read at full resolution ({parts}); their masks "
+        f"come from the overview ({detail})"
+    ]
 
 
 def _model_text(text: str, warnings: list[str]) -> str:

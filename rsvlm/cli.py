@@ -1,7 +1,7 @@
 """The ``rsvlm`` console script.
 
     rsvlm ask IMAGE [IMAGE2] -q "question" [--model default|PATH] [--out answer.json] [--geojson FILE]
-              [--mask-tif FILE] [--bands PRESET]
+              [--mask-tif FILE] [--bands PRESET] [--max-windows N] [--time-budget S] [--coarse-to-fine on|off]
     rsvlm chat IMAGE [IMAGE2]            # a multi-turn conversation in the terminal
     rsvlm serve [--model PATH] [--port 7860]                       # the Gradio chat (demo/)
     rsvlm gen ...                                                  # instruction data (data_gen/README.md)
@@ -61,23 +61,43 @@ def _check_output_paths(*paths: str | None) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from rsvlm.assistant import Assistant
 
     _check_output_paths(args.out, args.geojson, args.mask_tif)
     dates = tuple(args.dates.split(",")) if args.dates else None
-    assistant = Assistant.from_pretrained(args.model)
-    session = assistant.session()
-    answer = session.ask(
-        args.question,
-        images=args.images,
-        bands=_parse_bands(args.bands),
-        dates=dates,
-        max_new_tokens=args.max_new_tokens,
+    coarse = {"auto": None, "on": True, "off": False}[args.coarse_to_fine]
+    assistant = Assistant.from_pretrained(
+        args.model,
+        max_tiles=args.max_windows,
+        time_budget_s=args.time_budget if args.time_budget > 0 else None,
+        coarse_to_fine=coarse,
     )
-    if args.mask_tif and not any(region.mask is not None for region in answer.regions):
-        # Checked before anything is printed or written, so a failed request leaves no partial outputs.
-        raise UserError(
-            "the answer has no masks to write to --mask-tif (ask it to outline or segment something)"
+    session = assistant.session()
+    with tqdm(desc="windows", unit="window", disable=None, leave=False) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        answer = session.ask(
+            args.question,
+            images=args.images,
+            bands=_parse_bands(args.bands),
+            dates=dates,
+            max_new_tokens=args.max_new_tokens,
+            progress=progress,
+        )
+    if (args.mask_tif or args.geojson) and not answer.regions:
+        # "Nothing found" is an answer: the outputs are written empty, so pipelines over many scenes go on.
+        answer.warnings.append(
+            "nothing was found: the outputs are empty (an all-zero mask GeoTIFF, a FeatureCollection without "
+            "features)"
+        )
+    elif args.mask_tif and not any(region.mask is not None for region in answer.regions):
+        answer.warnings.append(
+            "the answer has boxes but no masks: --mask-tif is all zero (ask it to outline or segment something)"
         )
     payload = answer.to_json()
     text = json.dumps(payload, indent=2)
@@ -155,6 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--geojson", help="write the answer's regions as GeoJSON (EPSG:4326)")
     ask.add_argument(
         "--mask-tif", help="write the answer's masks as a single-band GeoTIFF on the source grid"
+    )
+    ask.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        help="large scenes: at most this many windows read at full resolution (default: no cap)",
+    )
+    ask.add_argument(
+        "--time-budget",
+        type=float,
+        default=60.0,
+        help="large scenes: seconds for reading windows at full resolution, 0 for no limit (default 60)",
+    )
+    ask.add_argument(
+        "--coarse-to-fine",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="large scenes: read only windows on the overview's boundaries (auto: past 100 windows)",
     )
     _add_model_args(ask)
     ask.set_defaults(run=cmd_ask)

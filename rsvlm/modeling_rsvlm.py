@@ -98,11 +98,18 @@ class RSVLMOutput(ModelOutput):
 class GenerationResult:
     """``sequences``: ``[1, n_new]`` new token ids (stop token included when hit); ``masks``: per sample
     ``[n_seg, S, S]`` mask logits, one per generated ``[SEG]``; ``timings``: ``ttft`` (s, image encoding +
-    prefill + first token), ``tokens_per_s`` (decode loop), ``mask_s`` (mask decoding)."""
+    prefill + first token), ``tokens_per_s`` (decode loop), ``mask_s`` (mask decoding).
+
+    ``seg_states`` ``[n_seg, H]`` and ``seg_phrases`` are the mask prompts' inputs (the hidden state of each
+    ``[SEG]`` and the phrase it closes), so the same prompts can be applied to other images without generating
+    again (a large scene's full-resolution windows, ``rsvlm.scene``). ``None`` when the result was not generated
+    (``rsvlm.testing.scripted_generation``)."""
 
     sequences: torch.Tensor
     masks: list[torch.Tensor]
     timings: dict[str, float]
+    seg_states: torch.Tensor | None = None
+    seg_phrases: list[str] | None = None
 
 
 class RSVLMPreTrainedModel(PreTrainedModel):
@@ -609,7 +616,9 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
             "mask_s": time.perf_counter() - mask_start,
         }
         sequences = torch.tensor([generated], dtype=torch.long, device=device)
-        return GenerationResult(sequences=sequences, masks=[masks], timings=timings)
+        return GenerationResult(
+            sequences=sequences, masks=[masks], timings=timings, seg_states=states, seg_phrases=phrases
+        )
 
     # ------------------------------------------------------------------------------------------------------------
     # Persistence: the trainable part only

@@ -1,14 +1,11 @@
-"""Large scenes: which windows to read (visual search), and how to merge what the windows found.
+"""Large scenes: the windows a scene is cut into, how regions found in windows merge, the answer's sentence.
 
-The assistant reads a decimated overview, asks the question on it, then reads at full resolution only the
-windows worth it (``choose_windows``), asks each, and merges (``merge_regions``: box NMS per label across
-windows, masks stitched in a ``geo.SparseMask``). ``describe_large_scene`` says what was found and how much of
-the scene was read.
+``plan_windows`` cuts the scene into model-sized windows with overlap (``rsvlm.scene`` decodes masks on them);
+``merge_regions`` merges regions of one label across windows (box NMS, masks stitched in a ``geo.SparseMask``);
+``describe_large_scene`` says what was found and how much of the scene was read at full resolution.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from rsvlm import geo
 from rsvlm.grounding import Region
@@ -29,35 +26,6 @@ def plan_windows(width: int, height: int, size: int, overlap: float) -> list[tup
     ]
 
 
-def choose_windows(windows, overview_regions: list[Region], overview: geo.GeoImage, budget: int):
-    """Visual search: windows touched by what the overview pass grounded first, then the most detailed ones.
-
-    Small targets vanish in an overview, so when the overview grounds nothing the windows with the most texture
-    (local gradient energy of the overview, a cheap proxy for built-up or structured land) are read first.
-    """
-    if len(windows) <= budget:
-        return windows
-    scale = overview.scale
-    hits = []
-    for region in overview_regions:
-        if region.pixel_box is not None:
-            hits.append(region.pixel_box)
-    rgb = overview.rgb()
-    grey = rgb.mean(axis=0)
-    gy, gx = np.gradient(grey)
-    energy = np.hypot(gx, gy)
-
-    def score(window) -> tuple[float, float]:
-        x, y, w, h = window
-        touched = sum(_box_iou_area((x, y, x + w, y + h), box) > 0 for box in hits)
-        r0, r1 = int(y / scale), max(int((y + h) / scale), int(y / scale) + 1)
-        c0, c1 = int(x / scale), max(int((x + w) / scale), int(x / scale) + 1)
-        return (touched, float(energy[r0:r1, c0:c1].mean()) if energy[r0:r1, c0:c1].size else 0.0)
-
-    ranked = sorted(windows, key=score, reverse=True)
-    return ranked[:budget]
-
-
 def _box_iou_area(a, b) -> float:
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
@@ -68,6 +36,20 @@ def box_iou(a, b) -> float:
     inter = _box_iou_area(a, b)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+# Masks covering more 256² blocks than this (~4 Mpx) keep their outline unsimplified (see merge_regions).
+SIMPLIFY_BLOCKS = 64
+
+
+def _multipolygon(parts: list[dict]) -> dict | None:
+    """Oriented GeoJSON polygons that are already disjoint (the parts of one union) as one geometry: no second
+    union, which costs as much as the first on a scene-sized mask."""
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return {"type": "MultiPolygon", "coordinates": [p["coordinates"] for p in parts]}
 
 
 def merge_regions(
@@ -103,11 +85,13 @@ def merge_regions(
             mask = mask.union(other.mask)
         if not mask.any():
             continue
-        polygons = mask.pixel_polygons()
+        # Simplifying (topology preserved) grows faster than linearly in a polygon's holes: a scene-sized region
+        # with thousands of them took 83 s at 5,000². Past SIMPLIFY_BLOCKS blocks the outline stays on pixel edges.
+        polygons = mask.pixel_polygons(simplify_px=0.5 if len(mask.blocks) <= SIMPLIFY_BLOCKS else 0.0)
         geometry = None
         area = None
         if crs is not None and transform is not None:
-            geometry = geo.union_geometries(geo.pixel_shapes_to_geometries(polygons, transform, crs))
+            geometry = _multipolygon(geo.pixel_shapes_to_geometries(polygons, transform, crs))
             area = mask.area_m2(transform, crs)
         ring = [(float(x), float(y)) for x, y in polygons[0].exterior.coords] if polygons else None
         kept.append(
@@ -176,7 +160,13 @@ def _object_count(region: Region) -> int:
 
 
 def describe_large_scene(
-    regions: list[Region], windows_with_hits: int, read: int, total: int, *, from_overview: bool = False
+    regions: list[Region],
+    windows_with_hits: int,
+    read: int,
+    total: int,
+    *,
+    from_overview: bool = False,
+    how: str | None = None,
 ) -> str:
     """One sentence for a large-scene answer: what was found, where, and how much of the scene was read.
 
@@ -187,7 +177,7 @@ def describe_large_scene(
         key = _singular(_noun(region.label))
         n, label = counts.get(key, (0, region.label))
         counts[key] = (n + _object_count(region), label)
-    how = (
+    how = how or (
         f"all {total:,} read at full resolution"
         if read >= total
         else f"visual search read the {read:,} most promising"

@@ -177,67 +177,18 @@ def _write_scene(path: Path, width: int, height: int, nodata_left: int = 0) -> P
     return path
 
 
-def test_large_scene_masks_are_stitched_on_the_source_grid(assistant, tmp_path):
-    """Every tile segments the same model-pixel square; the merged mask is their union in scene pixels and
-    ``--mask-tif`` writes it on the full source grid (tiled, sparse), never allocating the scene."""
-    path = _write_scene(tmp_path / "scene.tif", 1000, 700)
-    model_mask = np.zeros((128, 128), bool)
-    model_mask[40:60, 10:40] = True
-    scripted(assistant, "The <p>roof</p> [SEG].", masks=[model_mask])
-    session = assistant.session()
-    read: list[tuple] = []
-    original = session._read_tile
-    session._read_tile = lambda window: read.append(window) or original(window)
-    answer = session.ask("Segment the roofs.", images=[path])
-    assert len(read) == 4
-    expected = np.zeros((700, 1000), bool)
-    for x, y, _, _ in read:  # 128 px windows = the 128 px model input: one model pixel is one scene pixel
-        expected[y + 40 : y + 60, x + 10 : x + 40] = True
-    (roof,) = answer.regions
-    assert isinstance(roof.mask, geo.SparseMask) and roof.mask.shape == (700, 1000)
-    np.testing.assert_array_equal(roof.mask.to_dense(), expected)
-    rows, cols = np.nonzero(expected)
-    assert roof.pixel_box == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
-    assert roof.area_m2 == pytest.approx(expected.sum() * 4.0, rel=0.003)
-    with rasterio.open(path) as src:
-        transform, crs = src.transform, src.crs
-    assert answer.image_shape == (700, 1000) and answer.transform == tuple(transform)[:6]
-    payload = answer.to_json()
-    assert payload["image_shape"] == [700, 1000] and payload["transform"] == list(transform)[:6]
-    assert payload["regions"][0]["mask_pixels"] == expected.sum() and payload["windows"] == 63
-    # Each separate square is one polygon in EPSG:4326, where its pixels are.
-    geometry = shape(roof.geometry)
-    parts = list(getattr(geometry, "geoms", [geometry]))
-    assert len(parts) == len(geo.SparseMask.from_dense(expected).pixel_polygons())
-    back = shape(geo.geometry_to_pixels(roof.geometry, transform, crs)).bounds
-    np.testing.assert_allclose(back, roof.pixel_box, atol=0.5)
-    out = tmp_path / "mask.tif"
-    answer.write_mask_geotiff(out)
-    with rasterio.open(out) as src:
-        assert src.shape == (700, 1000) and src.transform == transform and src.crs == crs
-        assert src.profile["tiled"] and src.compression.value.lower() == "deflate"
-        np.testing.assert_array_equal(src.read(1), expected.astype(np.uint8))
-    # The text counts what was found and says how much of the scene was read; a warning says what was not.
-    assert answer.text.startswith(
-        f"Found {len(parts)} roofs across 4 of 63 windows (visual search read the 4"
-    )
-    assert any("only 4 of the scene's 63 windows" in w for w in answer.warnings)
-
-
-def test_follow_up_on_a_large_scene_reuses_every_tile_and_tiles_get_a_fresh_prompt(assistant, tmp_path):
+def test_follow_up_on_a_large_scene_reuses_the_overview_and_generates_once_per_turn(assistant, tmp_path):
+    """Windows are decoded from the overview answer's prompts (tower + mask decoder): the language model runs
+    once per question, on the overview, whose features the follow-up reuses."""
     path = _write_scene(tmp_path / "scene.tif", 1000, 700)
     prompts: list[str] = []
     scripted(assistant, "A car <box>[100, 100, 200, 200]</box>.", prompts=prompts)
     session = assistant.session()
     session.ask("Find the cars.", images=[path])
-    assert session.encode_count == 5  # the overview and 4 tiles
-    prompts.clear()
+    assert session.encode_count == 5  # the overview and the 4 windows of the budget
     session.ask("And the trucks?")
-    assert session.encode_count == 5  # nothing re-encoded
-    overview, *tiles = prompts
-    assert overview.count("<|im_start|>user") == 2  # the conversation so far, about the overview
-    assert all(p.count("<|im_start|>user") == 1 and "And the trucks?" in p for p in tiles)
-    assert all("Find the cars." not in p for p in tiles)
+    assert session.encode_count == 9  # the windows again (not cached), the overview not
+    assert len(prompts) == 2 and prompts[1].count("<|im_start|>user") == 2
 
 
 def test_large_scene_with_nodata_windows_and_every_window_read(tiny_checkpoint, tmp_path):
@@ -245,11 +196,10 @@ def test_large_scene_with_nodata_windows_and_every_window_read(tiny_checkpoint, 
     assistant = Assistant.from_pretrained(tiny_checkpoint, max_tiles=100)
     scripted(assistant, "A car <box>[100, 100, 200, 200]</box>.")
     answer = assistant.session().ask("Find the cars.", images=[path])
-    assert answer.tiles == answer.windows == 12
-    assert "all 12 read at full resolution" in answer.text
-    assert not any("windows were read" in w for w in answer.warnings)
-    # The 3 windows of the first column hold only nodata: skipped (not an error), so 9 windows answered.
-    assert len(answer.regions) == 9 and "across 9 of 12 windows" in answer.text
+    # The 3 windows of the first column hold only nodata: skipped (not an error), so 9 windows decoded.
+    assert answer.windows == 12 and answer.tiles == 9
+    assert not any("not read at full resolution" in w for w in answer.warnings)
+    assert all(region.pixel_box[2] > 140 for region in answer.regions)  # nothing is found in nodata alone
 
 
 def test_large_scene_without_crs_reports_source_pixels(assistant, tmp_path):
@@ -257,13 +207,12 @@ def test_large_scene_without_crs_reports_source_pixels(assistant, tmp_path):
 
     rgb = np.random.default_rng(1).integers(0, 255, (400, 600, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "big.png")
-    scripted(assistant, "A roof <box>[0, 0, 500, 500]</box>.")
+    scripted(assistant, "A <p>roof</p> [SEG].", masks=[np.ones((128, 128), bool)])
+    assistant.max_tiles = None
     answer = assistant.session().ask("Where?", images=[tmp_path / "big.png"])
-    assert answer.crs is None and answer.image_shape == (400, 600)
-    boxes = [r.pixel_box for r in answer.regions]
-    assert boxes and all(r.geometry is None for r in answer.regions)
-    # Each tile's 64 px box sits at that tile's offset in the PNG, not at (0, 0) of the tile.
-    assert all(b[2] - b[0] == pytest.approx(64) for b in boxes) and max(b[0] for b in boxes) > 100
+    assert answer.crs is None and answer.image_shape == (400, 600) and answer.tiles == answer.windows
+    assert all(r.geometry is None and r.area_m2 is None for r in answer.regions)
+    assert all(r.mask.shape == (400, 600) for r in answer.regions)
 
 
 def test_large_scene_held_in_memory_is_tiled_from_the_array(assistant):
@@ -275,11 +224,6 @@ def test_large_scene_held_in_memory_is_tiled_from_the_array(assistant):
     answer = assistant.session().ask("Find the cars.", images=[image])
     assert answer.tiles == 4 and answer.image_shape == (600, 700) and answer.regions
     assert all(r.geometry is not None for r in answer.regions)
-
-
-def test_feature_cache_covers_the_tile_budget(tiny_checkpoint):
-    assert Assistant.from_pretrained(tiny_checkpoint, max_tiles=16).session()._cache_size == 18
-    assert Assistant.from_pretrained(tiny_checkpoint, max_tiles=1).session()._cache_size == 4
 
 
 def test_a_new_in_memory_image_is_encoded_again(assistant):

@@ -138,8 +138,9 @@ def test_change_captions_and_gcg_on_real_records(assistant, tmp_path):
         pytest.skip("../shared/data is not available")
     caps = read_benchmark("levircc", DATA / "change_captions/levircc_pairs_captions.json")
     gcg = read_benchmark("geopixeld", DATA / "grounding/GeoPixelD.json")
-    # Change captions: both pairs get the first pair's first reference; GCG: phrases but no masks. The 800 px GeoPixelD scene is
-    # larger than twice the tiny model's input, so the assistant answers it tile by tile (one call per tile).
+    # Change captions: both pairs get the first pair's first reference; GCG: one phrase, no scripted mask. The 800 px
+    # GeoPixelD scene is larger than twice the tiny model's input: one language call on its overview, then the
+    # [SEG]'s phrase decoded by the (random) mask decoder on every window, stitched into one region.
     calls: list[str] = []
     script(
         assistant,
@@ -150,12 +151,12 @@ def test_change_captions_and_gcg_on_real_records(assistant, tmp_path):
         calls,
     )
     summary = evaluate(assistant, caps[:2] + gcg, tmp_path / "run")
-    assert calls[:2] == ["Describe the changes"] * 2 and set(calls[2:]) == {"interleaved"}
+    assert calls == ["Describe the changes"] * 2 + ["interleaved"]
     t = summary["tasks"]
     assert t["change_caption"]["n"] == 2 and 0.5 < t["change_caption"]["bleu1"] < 1.0
-    assert t["gcg"]["mask_miou"] == 0.0 and t["gcg"]["mask_recall@0.5"] == 0.0  # no masks for 4 courts
+    assert t["gcg"]["mask_miou"] < 0.5 and t["gcg"]["mask_recall@0.5"] == 0.0  # one random mask for 4 courts
     rows = read_log(tmp_path / "run" / SAMPLES)
-    assert rows[-1]["mask_ious"] == [0.0] * 4 and rows[-1]["num_pred_masks"] == 0
+    assert len(rows[-1]["mask_ious"]) == 4 and rows[-1]["num_pred_masks"] == 1
 
 
 def test_summarise_captions_by_hand():
