@@ -256,6 +256,14 @@ def exact_match(prediction: str, answers: str | Sequence[str]) -> float:
     return float(any(pred == normalize_answer(a) for a in refs))
 
 
+def leading_yes_no(text: str) -> bool | None:
+    """The yes / no an answer *starts* with ("Yes, there are changes." -> True), as rsvlm's protocol answers
+    yes/no questions (yes or no first, then a clause); None when it starts with neither. Used for ``gen`` sets,
+    whose references are written that way; the official VQA sets keep ``yes_no``'s exact match."""
+    m = re.match(r"\W*(yes|no)\b", text or "", re.IGNORECASE)
+    return None if m is None else m.group(1).lower() == "yes"
+
+
 def yes_no(text: str) -> bool | None:
     """True / False when the normalised answer is exactly "yes" / "no", else None (a miss)."""
     norm = normalize_answer(text)

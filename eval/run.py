@@ -107,13 +107,17 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
         ious = _greedy_match(preds, targets)
         return {"mask_ious": ious, "num_pred_masks": len(preds), "text": text}
     if task == "change_binary":
-        said = metrics.yes_no(text)
+        said = metrics.leading_yes_no(text)
         return {"pred": said, "correct": said is not None and said == record.answer}
     if task == "count":
         number = metrics.first_number(text)
         return {"pred": number, "abs_error": abs((number or 0.0) - float(record.number or 0.0))}
     if task == "vqa":
-        return {"correct": bool(metrics.exact_match(text, record.texts))}
+        out = {"correct": bool(metrics.exact_match(text, record.texts))}
+        expected = metrics.leading_yes_no(record.texts[0]) if record.texts else None
+        if expected is not None:  # a yes/no question: is the answer's yes / no the reference's?
+            out["yes_no_correct"] = metrics.leading_yes_no(text) == expected
+        return out
     return {"text": text}  # captions: scored on the corpus
 
 
@@ -172,6 +176,9 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
             )
         elif task in ("change_binary", "vqa"):
             s = {"accuracy": float(np.mean([r["correct"] for r in items]))}
+            yes_no = [r["yes_no_correct"] for r in items if "yes_no_correct" in r]
+            if yes_no:
+                s.update(yes_no_accuracy=float(np.mean(yes_no)), yes_no_n=len(yes_no))
         elif task == "count":
             s = {"mae": float(np.mean([r["abs_error"] for r in items]))}
             s["accuracy"] = float(np.mean([r["abs_error"] == 0 for r in items]))

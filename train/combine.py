@@ -47,9 +47,9 @@ def combine(heads: Path, text: Path, out: Path) -> Path:
 
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(text, tmp, ignore=shutil.ignore_patterns(WEIGHTS_NAME, "*.json"))
-    for name in (p.name for p in text.glob("*.json") if p.name != "config.json"):
-        shutil.copy2(text / name, tmp / name)
+    # A training checkpoint also holds optimizer, scheduler and trainer state: only the model's files are kept.
+    training_files = ("optimizer.*", "scheduler.json", "trainer_state.json", "metrics.jsonl")
+    shutil.copytree(text, tmp, ignore=shutil.ignore_patterns(WEIGHTS_NAME, "config.json", *training_files))
     with atomic_path(tmp / WEIGHTS_NAME) as path:
         save_file(state, str(path), metadata={"format": "pt", "model_type": "rsvlm"})
     write_text_atomic(tmp / "config.json", json.dumps(text_cfg, indent=2) + "\n")

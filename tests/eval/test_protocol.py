@@ -17,3 +17,11 @@ def test_each_task_wants_its_element():
     assert not format_ok({"task": "vqa", "raw_text": "There might be.", "refs": ["Yes, there is."]})
     assert format_ok({"task": "change_binary", "raw_text": "yes, it changed", "refs": ["No."]})
     assert not format_ok({"task": "caption", "raw_text": "", "refs": ["A field."]})
+
+
+def test_gen_yes_no_is_read_from_the_first_word():
+    from eval.metrics import leading_yes_no, yes_no
+
+    assert leading_yes_no("Yes, there are changes.") is True and leading_yes_no("no.") is False
+    assert leading_yes_no("There are changes.") is None and leading_yes_no("Nothing here") is None
+    assert yes_no("Yes, there are changes.") is None  # the official sets stay exact

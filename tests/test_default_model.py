@@ -1,0 +1,54 @@
+"""The committed embedded default (``rsvlm/default/``) answers real images in the text protocol.
+
+Slow: loads the packaged backbones. These check that what ships loads and behaves as a trained model should on
+the format (parseable, short, the element asked for); its accuracy is measured in rsvlm/default/README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rsvlm.assistant import DEFAULT_CHECKPOINT, Assistant
+from rsvlm.grounding import parse_answer
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def assistant() -> Assistant:
+    assert (DEFAULT_CHECKPOINT / "model.safetensors").is_file(), (
+        "the trained default is not in rsvlm/default/"
+    )
+    return Assistant.from_pretrained("default")
+
+
+def test_default_is_the_trained_checkpoint_and_small(assistant):
+    assert not assistant.warnings  # no "untrained adapters" warning: the committed checkpoint loaded
+    assert (DEFAULT_CHECKPOINT / "model.safetensors").stat().st_size <= 30 * 2**20
+    assert (DEFAULT_CHECKPOINT / "README.md").is_file()
+
+
+def test_outline_request_gets_a_mask_answer_that_stops(assistant):
+    answer = assistant.session().ask(
+        "Outline the water.", images=[DATA / "naip_2020_256.tif"], max_new_tokens=48
+    )
+    parsed = parse_answer(answer.raw_text)
+    assert parsed.num_seg >= 1 and not [w for w in parsed.warnings if "dropped" in w], answer.raw_text
+    assert len(answer.raw_text) < 200  # stopped at the end of its turn, not at max_new_tokens
+    assert answer.regions and answer.regions[0].geometry is not None
+    area = answer.regions[0].area_m2
+    if area:  # the stated number is the region's own area
+        from rsvlm.answer_facts import format_area
+
+        assert format_area(area) in answer.text
+
+
+def test_yes_no_question_is_answered_yes_or_no_first(assistant):
+    answer = assistant.session().ask(
+        "Is there any building in this image?", images=[DATA / "naip_2020_256.tif"], max_new_tokens=32
+    )
+    assert answer.raw_text.strip().lower().startswith(("yes", "no")), answer.raw_text
