@@ -221,11 +221,15 @@ def inference_dtype(dtype: str | torch.dtype, model) -> torch.dtype:
     device = model.device
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix work at full speed (False on older torch, which cannot tell)."""
     try:
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    except AttributeError:  # older torch: stay exact
-        native = False
-    return torch.bfloat16 if native else torch.float32
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
 
 
 def _cast_for_inference(model, dtype: torch.dtype) -> None:
@@ -277,7 +281,7 @@ class Session:
             return self._ask_large_scene(
                 question, max_new_tokens=max_new_tokens, streamer=streamer, progress=progress
             )
-        answer = self._ask_window(
+        answer, *_ = self._turn(
             question, self.images, max_new_tokens=max_new_tokens, streamer=streamer, remember=True
         )
         return answer
@@ -344,27 +348,6 @@ class Session:
         while len(self._features) > self._cache_size:
             self._features.popitem(last=False)
         return features
-
-    def _ask_window(
-        self,
-        question,
-        images: list[geo.GeoImage],
-        *,
-        max_new_tokens,
-        streamer=None,
-        remember: bool,
-        history: list[dict[str, str]] | None = None,
-        state_facts: bool = True,
-    ) -> Answer:
-        return self._turn(
-            question,
-            images,
-            max_new_tokens=max_new_tokens,
-            streamer=streamer,
-            remember=remember,
-            history=history,
-            state_facts=state_facts,
-        )[0]
 
     def _turn(
         self,
