@@ -63,8 +63,20 @@ def measured_facts(regions: list[Region], valid_pixels: int | None) -> str:
     from rsvlm import geo
 
     lines = []
+    by_label: dict[str, list[Region]] = {}
+    for region in regions:
+        by_label.setdefault(region.label or "region", []).append(region)
+    boxes = {label for label, group in by_label.items() if len(group) > 1 and all(r.mask is None for r in group)}
+    for label in boxes:  # "all the ponds: 7 boxes, 92.3 ha in all; the largest 69.9 ha."
+        areas = sorted((r.area_m2 for r in by_label[label] if r.area_m2 is not None), reverse=True)
+        text = f"{label}: {len(by_label[label])} boxes"
+        if areas:
+            text += f", {format_area(sum(areas))} in all; the largest {format_area(areas[0])}"
+        lines.append(text + ".")
     for region in regions:
         label = region.label or "region"
+        if label in boxes:
+            continue
         parts = []
         pixels = None
         if region.mask is not None:

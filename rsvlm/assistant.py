@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsvlm import geo, scene
+from rsvlm import asked, geo, presence, scene
 from rsvlm.answer_facts import measured_facts, strip_model_quantities
 from rsvlm.grounding import (
+    Box,
+    OrientedBox,
     Region,
     attach_masks,
     format_single_image_prompt,
@@ -407,9 +409,36 @@ class Session:
         meta = metas[-1] if len(images) == 2 else metas[0]
         regions = [self._to_source(region, reference, meta, warnings) for region in parsed.regions]
         text = _model_text(parsed.text, warnings)
+        valid = int(reference.valid.sum()) if reference.valid is not None else None
+        valid = valid or int(np.prod(reference.data.shape[1:]))
+        two_dates = len(images) == 2
+        if (
+            state_facts
+            and not regions
+            and presence.leading_yes_no(parsed.text) is not None
+            and presence.asks_presence(question, two_dates)
+        ):
+            region = self._phrase_mask(conversation, features, reference, meta, warnings)
+            if region is not None:
+                present = presence.is_present(int(region.mask.sum()), valid)
+                label = "change" if two_dates else region.label
+                text = presence.answer_text(present, label, presence.asks_absence(question))
+                regions = [region] if present else []
+        wanted = asked.element(question)
+        if state_facts and wanted and not asked.has_element(regions, wanted):
+            # The element asked for is missing: cut it from the mask of the phrase the model names (rsvlm.asked).
+            region = self._phrase_mask(conversation, features, reference, meta, warnings)
+            if region is not None and presence.is_present(int(region.mask.sum()), valid):
+                if wanted == "mask":
+                    regions, text = [region], "Here it is."
+                else:
+                    every = asked.wants_every(question)
+                    regions = self._shapes_from_mask(region, wanted, every, meta, reference, warnings)
+                    text = f"Here {'they are' if len(regions) > 1 else 'it is'}."
+            elif region is not None:
+                regions, text = [], f"None here: I find no {region.label}."
         if state_facts:
-            valid = int(reference.valid.sum()) if reference.valid is not None else None
-            text = _join(text, measured_facts(regions, valid or int(np.prod(reference.data.shape[1:]))))
+            text = _join(text, measured_facts(regions, valid))
         answer = Answer(
             text=text,
             regions=regions,
@@ -421,6 +450,47 @@ class Session:
             timings=dict(result.timings),
         )
         return answer, result, meta, features
+
+    def _phrase_mask(self, conversation, features, reference, meta, warnings) -> Region | None:
+        """The mask (source pixels) of what the question is about, or None when the model names nothing: the
+        model continues an answer forced to open with ``<p>``, and the phrase it closes prompts the decoder."""
+        assistant = self.assistant
+        processor = assistant.processor
+        inputs = processor.prompt_for_generation(conversation)
+        opener = processor.tokenizer("<p>", add_special_tokens=False, return_tensors="pt")["input_ids"]
+        input_ids = torch.cat([inputs["input_ids"], opener], dim=1)
+        with assistant.lock, assistant.inference():
+            result = assistant.model.generate(
+                input_ids=input_ids.to(assistant.model.device),
+                attention_mask=torch.ones_like(input_ids).to(assistant.model.device),
+                image_features=features,
+                max_new_tokens=16,
+            )
+            phrase = presence.phrase_from_continuation(processor.decode(result.sequences[0]))
+            if phrase is None:
+                return None
+            logits = assistant.model.decode_masks(None, [0], features, [phrase])[0]
+        mask = np.asarray((logits > 0).float().cpu()) > 0
+        return self._to_source(Region(label=phrase, mask=mask), reference, meta, warnings)
+
+    def _shapes_from_mask(
+        self, region: Region, wanted: str, every: bool, meta, reference, warnings
+    ) -> list[Region]:
+        """Boxes or oriented boxes of the mask's patches (the largest, or every one up to ``asked.MAX_BOXES``)."""
+        out = []
+        for patch in asked.patches(region.mask, asked.MAX_BOXES if every else 1):
+            if wanted == "obb":
+                cx, cy, w, h, angle = asked.min_area_rect(patch)
+                gx, gy = meta.source_to_grid(cx, cy)
+                gw, gh = meta.source_to_grid(w, h)
+                shape = Region(label=region.label, obb=OrientedBox(gx, gy, gw, gh, angle))
+            else:
+                x1, y1, x2, y2 = asked.pixel_box(patch)
+                shape = Region(
+                    label=region.label, box=Box(*meta.source_to_grid(x1, y1), *meta.source_to_grid(x2, y2))
+                )
+            out.append(self._to_source(shape, reference, meta, warnings))
+        return out
 
     def _to_source(self, region: Region, image: geo.GeoImage, meta, warnings: list[str]) -> Region:
         """Grid / model-input coordinates -> pixels of the read image -> CRS geometry and area; pixel

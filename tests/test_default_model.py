@@ -52,3 +52,19 @@ def test_yes_no_question_is_answered_yes_or_no_first(assistant):
         "Is there any building in this image?", images=[DATA / "naip_2020_256.tif"], max_new_tokens=32
     )
     assert answer.raw_text.strip().lower().startswith(("yes", "no")), answer.raw_text
+
+
+def test_presence_is_decided_by_the_mask_it_returns(assistant):
+    """The NAIP tile is half water: "yes" comes with the water mask, and the stated area is that mask's."""
+    from rsvlm.answer_facts import format_area
+
+    answer = assistant.session().ask("Is there any water in this image?", images=[DATA / "naip_2020_256.tif"])
+    assert answer.text.startswith("Yes"), answer.text
+    assert len(answer.regions) == 1 and answer.regions[0].mask.mean() > 0.2
+    assert format_area(answer.regions[0].area_m2) in answer.text
+
+
+def test_boxes_asked_for_are_boxes_of_patches_inside_the_image(assistant):
+    answer = assistant.session().ask("Box all the ponds.", images=[DATA / "naip_2020_256.tif"])
+    boxes = [r.pixel_box for r in answer.regions if r.pixel_box is not None]
+    assert boxes and all(0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256 for x1, y1, x2, y2 in boxes), answer

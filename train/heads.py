@@ -3,6 +3,7 @@
     python -m train.heads --corpus out/corpus --out out/heads                 # resumes from out/heads/checkpoints
     python -m train.heads --corpus out/corpus --out out/loso-dubai --exclude dubai   # leave one source out
     python -m train.heads --evaluate out/heads/best --corpus out/corpus --split test --report out/heads/test.json
+    python -m train.heads --change --init out/heads/best --out out/change   # stage A2: the change path on pairs
 
 Why a stage without the LLM: with ``phrase_prompt`` the decoder's prompt is the projected embedding of the phrase
 a ``[SEG]`` closes, so (image, phrase, mask) triples train it directly, hundreds of masks a second on 2 cores,
@@ -13,6 +14,10 @@ renderings encoded once -> steps of ``batch`` renderings x ``prompts`` targets e
 sqrt(tiles), positives and negatives mixed) -> BCE + Dice on scored pixels -> AdamW with warm-up and cosine ->
 every ``eval_every`` steps the validation split's gIoU per concept; the best is kept as ``out/best`` (an rsvlm
 checkpoint). Checkpoints (safetensors + JSON, ``train.checkpoint``) make a killed run resume where it stopped.
+
+``--change`` (stage A2) runs the same loop on two-date tiles: both dates' maps are cached, and only the change
+fusion and the decoder's pair fusion learn, so "the changed areas" is decoded from ``fuse(f1, f2, |f1 - f2|)`` by
+the decoder stage A trained, whose single-image masks stay exactly as they were.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from train.heads_data import (
     CONCEPTS,
     HeadItems,
     TileTargets,
+    collect_pairs,
     collect_tiles,
     encode_items,
     item_target,
@@ -69,9 +75,16 @@ def cap_per_source(tiles: list[TileTargets], cap: int, seed: int) -> list[TileTa
     return kept
 
 
-def trainable_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
-    names = ("mask_decoder.", "phrase_projector.")
-    return [(n, p) for n, p in model.named_parameters() if n.startswith(names) and p.requires_grad]
+HEAD_PARAMETERS = ("mask_decoder.", "phrase_projector.")
+CHANGE_PARAMETERS = ("change_fusion.", "mask_decoder.pair_fuse.")
+
+
+def trainable_parameters(model, change: bool = False) -> list[tuple[str, torch.nn.Parameter]]:
+    names = CHANGE_PARAMETERS if change else HEAD_PARAMETERS
+    named = [(n, p) for n, p in model.named_parameters() if n.startswith(names) and p.requires_grad]
+    if not change:  # the pair fusion only ever sees pairs
+        named = [(n, p) for n, p in named if not n.startswith(CHANGE_PARAMETERS)]
+    return named
 
 
 def mask_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -88,12 +101,18 @@ def decode(model, items: HeadItems, indices: list[int], phrases: list[str]) -> t
     """Mask logits ``[M, S, S]`` for prompt ``m`` = (item ``indices[m]``, ``phrases[m]``)."""
     unique = sorted(set(indices))
     where = {i: k for k, i in enumerate(unique)}
-    contexts = [
-        model.mask_decoder.image_context(items.maps[i].float(), items.pixels[i : i + 1].float() / 255)
-        for i in unique
-    ]
+    contexts = [context(model, items, i) for i in unique]
     prompts = model.mask_prompts(None, phrases)
     return model.mask_decoder(contexts, [where[i] for i in indices], prompts)
+
+
+def context(model, items: HeadItems, i: int) -> tuple[torch.Tensor, ...]:
+    """The decoder's context of item ``i``, as ``encode_images`` builds it (a pair: the change map)."""
+    if items.maps.ndim == 5:
+        maps = items.maps[i].float()  # [2, D, h, w]
+        change = model.change_fusion(maps[:1], maps[1:])[0]
+        return model.mask_decoder.image_context(change, items.pixels[i].float() / 255)
+    return model.mask_decoder.image_context(items.maps[i].float(), items.pixels[i : i + 1].float() / 255)
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -122,8 +141,10 @@ def evaluate(model, items: HeadItems, tiles: list[TileTargets], max_prompts: int
                 iou = 1.0 if union == 0 else (truth & pred).sum().item() / union
                 whole = truth.float().mean().item() if truth.any() else 0.0
                 src = items.sources[i]
+                tp = (truth & pred).sum().item()
+                counts = (tp, pred.sum().item() - tp, truth.sum().item() - tp, truth.numel())
                 rows[(src, target.concept)].append(
-                    (bool(truth.any()), iou, whole, bool(pred.sum() > 0.002 * pred.numel()))
+                    (bool(truth.any()), iou, whole, bool(pred.sum() > 0.002 * pred.numel()), counts)
                 )
     return summarise(rows)
 
@@ -141,6 +162,12 @@ def summarise(rows: dict) -> dict:
             out.update(giou_pos=g, giou_pos_whole=gw, skill=(g - gw) / (1 - gw) if gw < 1 else 0.0)
         if neg:
             out["empty_correct"] = float(np.mean([e[1] for e in neg]))
+        if entries:  # pooled over every scored pixel, as change detection reports F1 (BIT_CD)
+            tp, fp, fn, n = (sum(e[4][k] for e in entries) for k in range(4))
+            out["f1_pooled"] = 2 * tp / max(1, 2 * tp + fp + fn)
+            out["f1_pooled_whole"] = (
+                2 * (tp + fn) / max(1, (tp + fn) + n)
+            )  # whole-image mask: fp = n - positives
         return out
 
     by_concept = defaultdict(list)
@@ -151,6 +178,8 @@ def summarise(rows: dict) -> dict:
         "by_source": {f"{s}/{c}": stats(e) for (s, c), e in sorted(rows.items())},
     }
     main = [report["by_concept"][c]["giou"] for c in CONCEPTS if c in report["by_concept"]]
+    if "change" in report["by_concept"]:  # change pairs are scored as change detection is: pooled F1
+        main = [report["by_concept"]["change"]["f1_pooled"]]
     report["score"] = float(np.mean(main)) if main else 0.0
     return report
 
@@ -185,12 +214,11 @@ def train(args) -> Path:
     model = build_model(args.init)
     processor = model.get_processor()
     t0 = time.perf_counter()
-    train_tiles = cap_per_source(
-        collect_tiles(Path(args.corpus), recipe, {"train"}, sources), args.cap, args.seed
-    )
-    val_tiles = cap_per_source(
-        collect_tiles(Path(args.corpus), recipe, {"validation"}, sources), 60, args.seed
-    )
+    collect = collect_pairs if args.change else collect_tiles
+    train_tiles = cap_per_source(collect(Path(args.corpus), recipe, {"train"}, sources), args.cap, args.seed)
+    val_tiles = cap_per_source(collect(Path(args.corpus), recipe, {"validation"}, sources), 60, args.seed)
+    if not train_tiles:
+        raise ValueError(f"no {'change pairs' if args.change else 'tiles with targets'} in {args.corpus}")
     logger.info("train tiles %s", json.dumps(summary(train_tiles)))
     items = encode_items(model, train_tiles, args.variants, args.seed)
     val_items = encode_items(model, val_tiles, 1, args.seed)
@@ -202,7 +230,7 @@ def train(args) -> Path:
         encode_s,
     )
 
-    named = trainable_parameters(model)
+    named = trainable_parameters(model, change=args.change)
     params = [p for _, p in named]
     names = [n for n, _ in named]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
@@ -289,7 +317,9 @@ def run_evaluation(args) -> dict:
     recipe = yaml.safe_load(open(args.recipe))
     sources = set(args.only) if args.only else set(recipe["sources"])
     model = build_model(args.evaluate)
-    tiles = collect_tiles(Path(args.corpus), recipe, {args.split}, sources)
+    tiles = (collect_pairs if args.change else collect_tiles)(
+        Path(args.corpus), recipe, {args.split}, sources
+    )
     tiles = cap_per_source(tiles, args.cap, args.seed)
     if args.panchromatic:
         from train.heads_data import _luma
@@ -314,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         "--init", default=None, help="an rsvlm checkpoint to start from (default: a fresh default)"
     )
     p.add_argument("--exclude", nargs="*", help="sources left out of training (leave-one-source-out)")
+    p.add_argument(
+        "--change",
+        action="store_true",
+        help="stage A2: train (or --evaluate) the change path on two-date tiles",
+    )
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument(
         "--stop-after", type=int, default=None, help="end this sitting after step N (resume later)"

@@ -11,6 +11,9 @@ Targets come from two places, so every source counts:
   learns that "water" on a tile without water is nothing; the taxonomy's ignore values (and padding) are not scored;
 - ``<p>phrase</p> [SEG]`` answers of single-image samples (vector sources: xBD, OSM buildings, GeoPixelD, boxes)
   with their masks: positives only, since their labels are not exhaustive for other classes.
+
+Change pairs (``collect_pairs``, for ``train.heads --change``) are the same ``TileTargets`` with a two-date image
+``[2, H, W, 3]`` and one target, the ``change`` raster (an empty one is a negative: "nothing changed here").
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class TileTargets:
     tile_id: str
     source: str
     split: str
-    image: np.ndarray  # uint8 [H, W, 3]
+    image: np.ndarray  # uint8 [H, W, 3], or [2, H, W, 3] for a change pair (date 1, date 2)
     targets: list[Target] = field(default_factory=list)
 
 
@@ -153,6 +156,47 @@ def collect_tiles(
     return tiles
 
 
+CHANGE_PHRASES = ["the changed areas", "changes", "the changed area", "what changed", "change"]
+
+
+def collect_pairs(
+    corpus: Path, recipe: dict, splits: set[str], sources: set[str] | None = None
+) -> list[TileTargets]:
+    """Every two-date tile of the corpus's datasets in ``splits`` with a ``change`` raster, as one change target."""
+    import pyarrow.parquet as pq
+
+    tiles: list[TileTargets] = []
+    for name in recipe["sources"]:
+        if sources is not None and name not in sources:
+            continue
+        files = [
+            f for f in sorted((corpus / name / "data").glob("*.parquet")) if f.name.split("-")[0] in splits
+        ]
+        by_tile: dict[str, TileTargets] = {}
+        for f in files:
+            for row in pq.read_table(
+                f, columns=["images", "rasters", "raster_names", "split", "tile_id"]
+            ).to_pylist():
+                if (
+                    len(row["images"]) != 2
+                    or "change" not in row["raster_names"]
+                    or row["tile_id"] in by_tile
+                ):
+                    continue
+                dates = [_png(v) for v in row["images"]]
+                dates = [np.repeat(d[..., None], 3, axis=-1) if d.ndim == 2 else d[..., :3] for d in dates]
+                if dates[0].shape != dates[1].shape:
+                    continue
+                change = _png(row["rasters"][row["raster_names"].index("change")]) > 0
+                tile = TileTargets(row["tile_id"], name, row["split"], np.ascontiguousarray(np.stack(dates)))
+                tile.targets.append(Target(change, CHANGE_PHRASES, "change"))
+                by_tile[row["tile_id"]] = tile
+        if by_tile:
+            logger.info("%s: %d change pairs", name, len(by_tile))
+        tiles.extend(by_tile.values())
+    return tiles
+
+
 def _dense_targets(labels: np.ndarray, taxonomy) -> list[Target]:
     ignore_values = list(taxonomy.ignore_values)
     ignore = np.isin(labels, ignore_values) if ignore_values else None
@@ -174,23 +218,35 @@ def _luma(image: np.ndarray) -> np.ndarray:
 
 def render_variants(tile: TileTargets, rng: random.Random, count: int) -> list[tuple[np.ndarray, int, int]]:
     """Up to ``count`` renderings ``(image uint8 [H, W, 3], turns, flip)`` of a tile: identity first, then a turn or
-    flip, a panchromatic copy, and a colour-jittered copy at half the resolution (scale jitter)."""
+    flip, a panchromatic copy, and a colour-jittered copy at half the resolution (scale jitter).
+
+    A change pair (``[2, H, W, 3]``) is turned and flipped as one, its dates swapped at random in the turned copy
+    ("what changed" is the same either way), and each date jittered on its own: two dates never share a sensor
+    calibration, and that difference is not change."""
     img = tile.image
     out = [(img, 0, 0)]
     turns, flip = rng.randrange(1, 4), rng.randrange(2)
-    geo = np.rot90(img[:, ::-1] if flip else img, turns)
+    geo = np.rot90(img[..., ::-1, :] if flip else img, turns, axes=(-3, -2))
+    if img.ndim == 4 and rng.random() < 0.5:
+        geo = geo[::-1]
     out.append((np.ascontiguousarray(geo), turns, flip))
     pan = np.repeat(np.clip(_luma(img), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
     out.append((pan, 0, 0))
-    x = img.astype(np.float32) / 255
+    dates = img if img.ndim == 4 else img[None]
+    jittered = np.stack([_jitter_coarser(d, rng) for d in dates])
+    out.append((jittered if img.ndim == 4 else jittered[0], 0, 0))
+    return out[:count]
+
+
+def _jitter_coarser(image: np.ndarray, rng: random.Random) -> np.ndarray:
+    x = image.astype(np.float32) / 255
     gains = np.array([rng.uniform(0.8, 1.2) for _ in range(3)], np.float32)
     x = np.clip((x * gains) ** rng.uniform(0.7, 1.4) * rng.uniform(0.8, 1.2), 0, 1)
     h, w = x.shape[:2]
     small = Image.fromarray((x * 255).astype(np.uint8)).resize(
         (max(1, w // 2), max(1, h // 2)), Image.BILINEAR
     )
-    out.append((np.asarray(small.resize((w, h), Image.BILINEAR)), 0, 0))
-    return out[:count]
+    return np.asarray(small.resize((w, h), Image.BILINEAR))
 
 
 def transform_mask(mask: np.ndarray, turns: int, flip: int) -> np.ndarray:
@@ -203,7 +259,8 @@ def transform_mask(mask: np.ndarray, turns: int, flip: int) -> np.ndarray:
 @dataclass
 class HeadItems:
     """Encoded renderings: ``maps`` bf16 ``[N, D, h, w]``, ``pixels`` uint8 ``[N, 3, S, S]``, ``valid`` bool
-    ``[N, S, S]`` (not padding), and per item its tile index, rendering and source."""
+    ``[N, S, S]`` (not padding), and per item its tile index, rendering and source. For change pairs ``maps`` is
+    ``[N, 2, D, h, w]`` and ``pixels`` ``[N, 2, 3, S, S]`` (date 1, date 2)."""
 
     maps: torch.Tensor
     pixels: torch.Tensor
@@ -225,7 +282,9 @@ def encode_items(model, tiles: list[TileTargets], variants: int, seed: int, batc
     for index, tile in enumerate(tiles):
         rng = random.Random(f"{seed}:{tile.tile_id}:{tile.source}")
         for image, turns, flip in render_variants(tile, rng, variants):
-            jobs.append((index, image, turns, flip))
+            for date in image if image.ndim == 4 else image[None]:
+                jobs.append((index, date, turns, flip))
+    dates = 2 if tiles and tiles[0].image.ndim == 4 else 1
     n = len(jobs)
     maps = None
     pixels = torch.zeros(n, 3, size, size, dtype=torch.uint8)
@@ -248,6 +307,11 @@ def encode_items(model, tiles: list[TileTargets], variants: int, seed: int, batc
         pixels[start : start + len(chunk)] = (x * 255).round().to(torch.uint8)
         for k, meta in enumerate(metas[start : start + len(chunk)]):
             valid[start + k, : meta.resized_height, : meta.resized_width] = True
+    if dates == 2:  # the two dates of a rendering are consecutive jobs: fold them into one item
+        maps = maps.unflatten(0, (n // 2, 2))
+        pixels = pixels.unflatten(0, (n // 2, 2))
+        valid = valid[0::2] & valid[1::2]
+        jobs, metas = jobs[0::2], metas[0::2]
     return HeadItems(
         maps=maps,
         pixels=pixels,

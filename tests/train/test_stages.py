@@ -38,6 +38,30 @@ def init_checkpoint(tmp_path_factory, tiny_llm_dir, tiny_vit_dir) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def pair_corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """A one-source corpus of two-date tiles (``pairs``): date 2 has a new building where date 1 had grass."""
+    from data_gen.config import GenConfig
+    from data_gen.driver import build_dataset
+    from tests.train.conftest import scene_labels, scene_rgb, write_raster
+
+    root = tmp_path_factory.mktemp("pairs")
+    lab = scene_labels()
+    lab2 = lab.copy()
+    lab2[70:78, 64:86] = 1
+    for name, labels in (("1", lab), ("2", lab2)):
+        write_raster(root / "scene" / f"image{name}.tif", scene_rgb(labels))
+        write_raster(root / "scene" / f"labels{name}.tif", labels)
+    cfg = GenConfig(image=str(root / "scene" / "image1.tif"), image2=str(root / "scene" / "image2.tif"),
+                    labels=str(root / "scene" / "labels1.tif"), labels2=str(root / "scene" / "labels2.tif"),
+                    taxonomy="landcover.ai", tile_size=64, block_size=1, split_fractions=(0.5, 0.5, 0.0),
+                    tasks=("change",), out=str(root / "pairs"))  # fmt: skip
+    build_dataset(cfg)
+    recipe = root / "corpus.yaml"
+    recipe.write_text(yaml.safe_dump({"sources": {"pairs": {"gen": {"image2": "b.tif"}}}}))
+    return root, recipe
+
+
 def run_heads(corpus, init, out: Path, steps: int, *extra: str) -> None:
     from train.heads import main
 
@@ -80,6 +104,32 @@ def test_stage_a_resumes_to_the_same_weights(corpus, init_checkpoint, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_change_pairs_keep_both_dates_and_their_change_mask(pair_corpus):
+    from train.heads_data import collect_pairs
+
+    root, recipe = pair_corpus
+    tiles = collect_pairs(root, yaml.safe_load(recipe.read_text()), {"train", "validation"})
+    assert len(tiles) == 4 and all(t.image.shape == (2, 64, 64, 3) for t in tiles)
+    changed = [t for t in tiles if t.targets[0].positive]
+    assert len(changed) == 1 and changed[0].targets[0].mask.sum() == 8 * 22  # the new building, in one tile
+    assert all(len(t.targets) == 1 and t.targets[0].concept == "change" for t in tiles)
+
+
+def test_stage_a2_trains_only_the_change_path(pair_corpus, init_checkpoint, tmp_path):
+    run_heads(pair_corpus, init_checkpoint, tmp_path / "c", 3, "--change")
+    before = load_file(init_checkpoint / "model.safetensors")
+    after = load_file(tmp_path / "c" / "best" / "model.safetensors")
+    changed = {k.rsplit(".", 1)[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("change_fusion.", "mask_decoder.pair_fuse")) for k in changed), (
+        changed
+    )
+    report = json.loads((tmp_path / "c" / "best" / "validation.json").read_text())
+    assert (
+        set(report["by_concept"]) == {"change"}
+        and report["score"] == report["by_concept"]["change"]["f1_pooled"]
+    )
+
+
 def test_stage_b_rows_lose_quantity_turns_with_their_masks():
     from train.answers import rewrite_row
 
@@ -118,11 +168,21 @@ def test_combine_takes_the_heads_of_stage_a_and_the_rest_of_stage_b(corpus, init
     torch.manual_seed(1)
     text = RSVLMForConditionalGeneration(RSVLMConfig(**{**config, "bce_weight": 0.0}))
     text.save_pretrained(tmp_path / "b")
-    out = combine(tmp_path / "a" / "best", tmp_path / "b", tmp_path / "default")
-    joined, heads, rest = (
-        load_file(p / "model.safetensors") for p in (out, tmp_path / "a" / "best", tmp_path / "b")
+    torch.manual_seed(2)
+    RSVLMForConditionalGeneration(RSVLMConfig(**config)).save_pretrained(
+        tmp_path / "c"
+    )  # a stage A2 stand-in
+    out = combine(tmp_path / "a" / "best", tmp_path / "b", tmp_path / "default", change=tmp_path / "c")
+    joined, heads, rest, change = (
+        load_file(p / "model.safetensors")
+        for p in (out, tmp_path / "a" / "best", tmp_path / "b", tmp_path / "c")
     )
     for key, value in joined.items():
-        source = heads if key.startswith(("mask_decoder.", "phrase_projector.")) else rest
+        if key.startswith(("change_fusion.", "mask_decoder.pair_fuse.")):
+            source = change
+        elif key.startswith(("mask_decoder.", "phrase_projector.")):
+            source = heads
+        else:
+            source = rest
         assert torch.equal(value, source[key]), key
     assert json.loads((out / "config.json").read_text())["bce_weight"] == RSVLMConfig().bce_weight

@@ -1,0 +1,85 @@
+"""What a question asks the answer to contain (a mask, boxes, oriented boxes), and those shapes cut from a mask.
+
+The 135M LLM often answers "Segment the fifth largest building" with a sentence and no ``[SEG]``, or "give it an
+oriented box" with a horizontal box. When the element asked for is missing, the assistant asks the model only for
+the phrase (an answer forced to open with ``<p>``), decodes its mask, and cuts what was asked from the mask:
+the mask itself, the boxes of its patches, or their minimum-area rectangles. So "Box all the buildings" always
+comes back with boxes, and every box is a patch the decoder found, measured like any other region.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+_OBB = re.compile(r"\b(?:rotated|oriented|minimum[- ]area|min[- ]area|obb|rotation)\b", re.IGNORECASE)
+_BOX = re.compile(r"\b(?:box|boxes|bounding|locali[sz]e|detect)\b", re.IGNORECASE)
+_MASK = re.compile(
+    r"\b(?:segment|segmentation|mask|masks|outline|outlines|delineate|highlight|pixels|contour|contours)\b",
+    re.IGNORECASE,
+)
+_EVERY = re.compile(r"\b(?:all|each|every|boxes|rectangles|masks)\b", re.IGNORECASE)
+
+MAX_BOXES = 10  # as many as the training answers list ("the 10 largest are at ...")
+
+
+def element(question: str) -> str | None:
+    """``"obb"``, ``"box"``, ``"mask"`` or None: the element the question names (an oriented box is also a box)."""
+    if _OBB.search(question):
+        return "obb"
+    if _BOX.search(question):
+        return "box"
+    if _MASK.search(question):
+        return "mask"
+    return None
+
+
+def wants_every(question: str) -> bool:
+    """ "Box all the buildings" -> every patch; "Box the building on the left" -> the largest patch."""
+    return bool(_EVERY.search(question))
+
+
+def has_element(regions, wanted: str) -> bool:
+    if wanted == "obb":
+        return any(r.obb is not None for r in regions)
+    if wanted == "box":
+        return any(r.box is not None or r.obb is not None for r in regions)
+    return any(r.mask is not None and np.asarray(r.mask).any() for r in regions)
+
+
+def patches(mask: np.ndarray, limit: int) -> list[np.ndarray]:
+    """The 8-connected patches of a bool mask, largest first, at most ``limit``."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return []
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(-sizes, kind="stable")[:limit]
+    return [labels == (k + 1) for k in order]
+
+
+def pixel_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """(x1, y1, x2, y2) around a patch, in pixel edges."""
+    rows, cols = np.nonzero(mask)
+    return float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)
+
+
+def min_area_rect(mask: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(cx, cy, w, h, angle) of a patch's minimum-area rectangle in pixels: long side ``w``, angle in degrees in
+    (-90, 90] measured from the x axis (the ``OrientedBox`` convention)."""
+    from shapely.geometry import MultiPoint
+
+    rows, cols = np.nonzero(mask)
+    corners = np.concatenate([np.stack([cols + dx, rows + dy], 1) for dx in (0, 1) for dy in (0, 1)])
+    rect = MultiPoint([tuple(p) for p in np.unique(corners, axis=0)]).minimum_rotated_rectangle
+    xs, ys = rect.exterior.coords.xy
+    p = np.stack([np.asarray(xs)[:4], np.asarray(ys)[:4]], 1)
+    e1, e2 = p[1] - p[0], p[2] - p[1]
+    long, short = (e1, e2) if np.hypot(*e1) >= np.hypot(*e2) else (e2, e1)
+    angle = math.degrees(math.atan2(long[1], long[0]))
+    angle = angle - 180 if angle > 90 else angle + 180 if angle <= -90 else angle
+    cx, cy = p.mean(0)
+    return float(cx), float(cy), float(np.hypot(*long)), float(np.hypot(*short)), float(angle)

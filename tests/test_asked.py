@@ -1,0 +1,67 @@
+"""The element a question asks for, and boxes / minimum-area rectangles cut from a mask's patches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rsvlm import asked
+from rsvlm.grounding import Box, Region
+
+
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        ("Segment the fifth largest building in the bottom right.", "mask"),
+        ("Give a mask of all patches of vegetation.", "mask"),
+        ("Which pixels belong to the road along the top?", "mask"),
+        ("Outline the buildings.", "mask"),
+        ("Where are the buildings? Give boxes.", "box"),
+        ("Please localise the patch of agriculture in the centre with a box.", "box"),
+        ("Detect all patches of road in this image.", "box"),
+        ("Give a rotated box that fits the second largest patch of bare land.", "obb"),
+        ("Give the minimum-area rectangle of the patch of background.", "obb"),
+        ("Fit an oriented rectangle to the patch of forest in the centre.", "obb"),
+        ("Describe this image.", None),
+        ("How much of the image is covered by trees?", None),
+    ],
+)
+def test_element(question, expected):
+    assert asked.element(question) == expected
+
+
+def test_every_or_the_largest():
+    assert asked.wants_every("Box all the buildings.") and asked.wants_every("Where are the ponds? Give boxes.")
+    assert not asked.wants_every("Box the building on the left.")
+
+
+def test_has_element():
+    boxed = Region(label="a", box=Box(0, 0, 10, 10))
+    assert asked.has_element([boxed], "box") and not asked.has_element([boxed], "obb")
+    assert not asked.has_element([boxed], "mask")
+    assert not asked.has_element([Region(label="b", mask=np.zeros((4, 4), bool))], "mask")  # empty is missing
+
+
+def test_patches_come_largest_first_and_their_boxes_are_pixel_edges():
+    mask = np.zeros((20, 20), bool)
+    mask[2:4, 2:5] = True  # 6 px
+    mask[10:18, 8:12] = True  # 32 px
+    big, small = asked.patches(mask, 10)
+    assert big.sum() == 32 and small.sum() == 6
+    assert asked.pixel_box(big) == (8.0, 10.0, 12.0, 18.0)
+    assert len(asked.patches(mask, 1)) == 1 and not asked.patches(np.zeros((3, 3), bool), 5)
+
+
+def test_min_area_rect_of_a_turned_bar():
+    size = 64
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    theta = math.radians(30)
+    u = (xx - 32) * math.cos(theta) + (yy - 32) * math.sin(theta)  # along the bar
+    v = -(xx - 32) * math.sin(theta) + (yy - 32) * math.cos(theta)
+    bar = (np.abs(u) < 20) & (np.abs(v) < 4)
+    cx, cy, w, h, angle = asked.min_area_rect(bar)
+    assert abs(cx - 32) < 1.5 and abs(cy - 32) < 1.5
+    assert 38 <= w <= 44 and 7 <= h <= 11 and w > h
+    assert abs(angle - 30) < 5 and -90 < angle <= 90
