@@ -55,9 +55,15 @@ def from_accelerate() -> Shard:
     """This process's shard under ``accelerate launch`` / torchrun (``WORLD_SIZE`` > 1); one shard otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Shard()
+    import torch
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself; without it (or a GPU) it would
+    # not join the process group, and every process would run every record.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    if state.num_processes <= 1:
+        raise RuntimeError(f"launched as {os.environ['WORLD_SIZE']} processes, but no process group formed")
     device = str(state.device) if state.device.type != "cpu" else None
     return Shard(state.process_index, state.num_processes, state.wait_for_everyone, device)
 

@@ -254,3 +254,25 @@ def test_answers_that_do_not_parse_are_misses_never_crashes(assistant, tmp_path)
     assert all(s["n"] == 1 and s["errors"] == 0 for s in t.values())  # every record scored, as a miss
     warnings = {r["id"]: " ".join(r["warnings"]) for r in read_log(tmp_path / "run" / SAMPLES)}
     assert "dropped malformed oriented box" in warnings["obb"] and "no mask for [SEG]" in warnings["seg"]
+
+
+def test_one_process_resumes_the_shard_logs_of_a_two_process_run(assistant, records, tmp_path):
+    records, _ = records
+    records = records[:2]
+    out = tmp_path / "run"
+    out.mkdir()
+    kept = {
+        "id": "miss",
+        "task": "grounding",
+        "iou": 0.0,
+        "area_counts": [0.0, 1.0],
+        "refs": [],
+        "kept": True,
+    }
+    (out / "samples.shard1-of-2.jsonl").write_text(json.dumps(kept) + "\n")
+    calls: list[str] = []
+    script(assistant, {"alpha": ("<box>[0, 0, 500, 500]</box>", [])}, calls)
+    summary = evaluate(assistant, records, out)
+    assert calls == ["alpha"]  # "miss" was in shard 1's log
+    assert [(r["id"], r.get("kept")) for r in read_log(out / SAMPLES)] == [("hit", None), ("miss", True)]
+    assert not list(out.glob("samples.shard*")) and summary["tasks"]["grounding"]["n"] == 2
