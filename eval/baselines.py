@@ -9,10 +9,14 @@
 
 Each baseline is an ``Answer`` scored by the same ``score_answer`` as the model, so they share every convention.
 A record whose image cannot be read gets no geometric baseline (its size is unknown).
+
+The model itself answers one more baseline when asked (``rsvlm eval --blank-baseline``): every record again,
+on ``blanked_image`` inputs, so a figure can be read against what the model says without looking.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 
@@ -79,3 +83,12 @@ def baseline_answers(records: Sequence[Record]) -> dict[str, dict[str, Answer]]:
                 mask = np.full(shape, fill, bool)
                 out[name][record.id] = Answer(text="", regions=[Region(mask=mask)], image_shape=shape)
     return {name: answers for name, answers in out.items() if answers}
+
+
+def blanked_image(path: str) -> geo.GeoImage:
+    """The image at ``path`` with every band set to its own mean: the same size, bands, georeference and overall
+    brightness, and nothing to see. Read whole (a large scene too); no path is kept, so nothing can read the real
+    pixels back from it."""
+    image = geo.read_image(path)
+    flat = np.broadcast_to(image.data.mean(axis=(1, 2), keepdims=True), image.data.shape).astype(np.float32)
+    return dataclasses.replace(image, data=flat.copy(), valid=np.ones_like(image.valid), path=None)

@@ -4,9 +4,11 @@
     rsvlm eval --benchmark gen --data my_instructions/ --model checkpoints/run1 --limit 200 --out runs/mine
     rsvlm eval --benchmark dior-rsvg --data DIOR_RSVG --split test --predictions theirs.jsonl --out runs/theirs
     python -m eval.cli --benchmark levircd --data ../shared/data/change/levircd --out runs/levircd
+    accelerate launch --multi_gpu --num_processes 2 -m eval.cli --benchmark rsvqa --data RSVQA_LR --split test --out runs/lr
 
 Running again with the same ``--out`` resumes: records already in ``samples.jsonl`` are not asked again.
-Bad input is one line on stderr and exit status 2.
+Under ``accelerate launch`` each process asks its share of the records and the main one writes the one summary
+(``eval/shard.py``). Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer images larger than the model input by overview + windows (default: whole image, resized, "
         "as the benchmarks' papers score)",
     )
+    parser.add_argument(
+        "--blank-baseline",
+        action="store_true",
+        help="also ask every record on its images blanked (a second model pass), reported as a baseline",
+    )
     parser.add_argument("--out", required=True, help="folder for samples.jsonl, summary.json, report.md")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -66,17 +73,27 @@ def main(argv: list[str] | None = None) -> int:
         if not records:
             raise ValueError(f"{args.data} holds no {args.benchmark} records")
         if args.predictions:
+            if args.blank_baseline:
+                raise ValueError("--blank-baseline asks the model again; it cannot go with --predictions")
             from eval.predictions import score_predictions
 
             summary = score_predictions(
-                records[: args.limit], args.predictions, args.out, benchmark=args.benchmark
+                records[: args.limit],
+                args.predictions,
+                args.out,
+                benchmark=args.benchmark,
+                skipped=dict(records.skipped),
             )
             print(json.dumps(summary["tasks"], indent=1))
             return 0
         from eval.run import evaluate
+        from eval.shard import from_accelerate
         from rsvlm.assistant import Assistant
 
+        shard = from_accelerate()
         assistant = Assistant.from_pretrained(args.model, tile_large_scenes=args.tile)
+        if shard.device is not None:
+            assistant.model.to(shard.device)
         summary = evaluate(
             assistant,
             records,
@@ -85,12 +102,16 @@ def main(argv: list[str] | None = None) -> int:
             model=str(args.model),
             limit=args.limit,
             max_new_tokens=args.max_new_tokens,
+            blank_baseline=args.blank_baseline,
+            shard=shard,
+            skipped=dict(records.skipped),
         )
     except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, RuntimeError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"rsvlm eval: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    print(json.dumps(summary["tasks"], indent=1))
+    if summary is not None:  # the main process of a sharded run prints the one summary
+        print(json.dumps(summary["tasks"], indent=1))
     return 0
 
 

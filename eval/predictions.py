@@ -106,7 +106,12 @@ def answer_from_prediction(
 
 
 def score_predictions(
-    records: list[Record], predictions: str | Path, out: str | Path, *, benchmark: str = ""
+    records: list[Record],
+    predictions: str | Path,
+    out: str | Path,
+    *,
+    benchmark: str = "",
+    skipped: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Score a predictions file against ``records``; writes samples.jsonl, summary.json and report.md."""
     from eval.run import SAMPLES, score_answer, write_outputs
@@ -156,4 +161,5 @@ def score_predictions(
         missing_ids=missing,
         unreadable_lines=problems,
         unknown_ids=unknown,
+        **({"skipped": dict(skipped)} if skipped else {}),
     )

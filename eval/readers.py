@@ -1,152 +1,30 @@
-"""Benchmark readers: every labelled format becomes the same ``Record`` (images, question, target, task).
+"""Benchmark readers: every labelled format becomes the same ``Record`` (``eval/record.py``).
 
-    records = read_benchmark("dior-rsvg", "path/to/Annotations", images="path/to/JPEGImages")
+    records = read_benchmark("dior-rsvg", "path/to/DIOR_RSVG", split="test")
 
-Targets are kept in source pixels of the first image, as JSON-able values (boxes, corner polygons, mask
-polygons, a mask PNG path, reference texts), so a record can be written to the per-sample log and a target
-mask is rasterised only when it is scored (``target_mask``), on the grid of the image actually read.
-
-Tasks: ``grounding`` (box), ``obb`` (oriented box), ``refseg`` (one mask), ``gcg`` (grounded caption: text +
-one mask per phrase), ``change_mask``, ``change_binary``, ``change_caption``, ``caption``, ``vqa``, ``count``.
+This module reads the VOC / GeoPixelD / LISA / change / ``rsvlm gen`` formats and keeps the registry of every
+``--benchmark`` name; the official layouts of referring and reasoning segmentation (``eval/refer_seg.py``),
+RSVQA (``eval/rsvqa.py``) and GeoChat-Bench (``eval/geochat_bench.py``) have their own modules.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from PIL import Image, ImageDraw
-from shapely.geometry import Polygon
-
+from eval import geochat_bench, refer_seg, rsvqa
+from eval.layout import files, find_image, load_json
+from eval.record import IMAGE_SUFFIXES, TASKS, BenchmarkError, Record, Records
 from rsvlm.grounding import GRID, IMAGE_TOKEN, SEG_TOKEN, parse_answer
+
+__all__ = ["READERS", "TASKS", "BenchmarkError", "Record", "Records", "plain_text", "read_benchmark"]
 
 logger = logging.getLogger(__name__)
 
-TASKS = (
-    "grounding",
-    "obb",
-    "refseg",
-    "gcg",
-    "change_mask",
-    "change_binary",
-    "change_caption",
-    "caption",
-    "vqa",
-    "count",
-)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-class BenchmarkError(ValueError):
-    """A benchmark file or folder that cannot be read as the format asked for."""
-
-
-@dataclass
-class Record:
-    """One question with its target, in the source pixels of ``images[0]``."""
-
-    id: str
-    task: str
-    images: list[str]
-    question: str
-    box: list[float] | None = None  # [x1, y1, x2, y2]
-    obb: list[list[float]] | None = None  # four corners [[x, y], ...]
-    polygons: list[list[list[list[float]]]] | None = None  # per target mask: rings [[x, y], ...]
-    ignore_polygons: list[list[list[float]]] | None = None  # rings whose pixels are scored for neither side
-    mask_paths: list[str] | None = None  # per target mask: a PNG (non-zero = target)
-    texts: list[str] = field(default_factory=list)  # reference captions / answers
-    number: float | None = None  # counting target
-    answer: bool | None = None  # yes/no target (change_binary)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def num_masks(self) -> int:
-        return len(self.mask_paths or self.polygons or [])
-
-    def target_masks(self, shape: tuple[int, int]) -> list[np.ndarray]:
-        """The target masks [H, W] bool, rasterised on ``shape`` (the grid of the image read)."""
-        height, width = shape
-        masks = []
-        for path in self.mask_paths or []:
-            pixels = np.asarray(Image.open(path))
-            # Change labels are 0 / 255 and read as BIT_CD does (``label // 255``): an anti-aliased 128 is no
-            # change. Other masks (written by ``rsvlm gen``) are any non-zero value.
-            mask = (
-                pixels // 255 > 0 if self.task == "change_mask" and pixels.dtype == np.uint8 else pixels > 0
-            )
-            if mask.ndim == 3:
-                mask = mask.any(-1)
-            if mask.shape != (height, width):
-                raise BenchmarkError(
-                    f"{Path(path).name} is {mask.shape[::-1]} pixels, the image {(width, height)}"
-                )
-            masks.append(mask)
-        if self.ignore_polygons:
-            return [self._lisa_masks(shape)[0]]
-        for rings in self.polygons or []:
-            canvas = Image.new("1", (width, height), 0)
-            draw = ImageDraw.Draw(canvas)
-            for ring in rings:
-                if len(ring) >= 3:
-                    draw.polygon([(float(x), float(y)) for x, y in ring], fill=1, outline=1)
-            masks.append(np.asarray(canvas, dtype=bool))
-        return masks
-
-    def ignore_mask(self, shape: tuple[int, int]) -> np.ndarray | None:
-        """Pixels scored for neither prediction nor target (LISA's 255), or None when there are none."""
-        return self._lisa_masks(shape)[1] if self.ignore_polygons else None
-
-    def _lisa_masks(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """LISA's ``get_mask_from_json``: every shape painted largest first, so a smaller shape inside a larger
-        one wins its pixels; target shapes paint 1, ignore shapes 255."""
-        height, width = shape
-        shapes = [(1, r) for rings in self.polygons or [] for r in rings]
-        shapes += [(255, r) for r in self.ignore_polygons or []]
-        shapes = [(v, r) for v, r in shapes if len(r) >= 3]
-        shapes.sort(key=lambda vr: -Polygon(vr[1]).area)
-        canvas = Image.new("L", (width, height), 0)
-        draw = ImageDraw.Draw(canvas)
-        for value, ring in shapes:
-            draw.polygon([(float(x), float(y)) for x, y in ring], fill=value, outline=value)
-        labels = np.asarray(canvas)
-        return labels == 1, labels == 255
-
-    def target_mask(self, shape: tuple[int, int]) -> np.ndarray:
-        """All target masks as one (the union): what a single-mask answer is scored against."""
-        union = np.zeros(shape, bool)
-        for mask in self.target_masks(shape):
-            union |= mask
-        return union
-
-
 # ------------------------------------------------------------------------------------------------ VOC xml
-
-
-def _find_image(folder: Path, name: str) -> Path:
-    candidate = folder / name
-    if candidate.exists():
-        return candidate
-    for suffix in IMAGE_SUFFIXES:
-        if (folder / f"{Path(name).stem}{suffix}").exists():
-            return folder / f"{Path(name).stem}{suffix}"
-    return candidate  # missing: the runner reports it for this record
-
-
-def _files(path: Path, pattern: str) -> list[Path]:
-    if not path.exists():
-        raise BenchmarkError(f"{path} does not exist")
-    files = sorted(path.glob(pattern)) if path.is_dir() else [path]
-    if not files:
-        raise BenchmarkError(f"no {pattern} files in {path}")
-    return files
 
 
 def _num(node: ET.Element, tag: str) -> float:
@@ -168,7 +46,7 @@ def read_voc(path: str | Path, images: str | Path | None = None, split: str | No
         return _read_rsvg_root(path, images, split)
     if split:
         raise BenchmarkError(f"--split {split} needs the dataset root holding Annotations/ and {split}.txt")
-    return [r for xml in _files(path, "*.xml") for r in _voc_records(xml, images)]
+    return [r for xml in files(path, "*.xml") for r in _voc_records(xml, images)]
 
 
 def _read_rsvg_root(root: Path, images: str | Path | None, split: str | None) -> list[Record]:
@@ -179,7 +57,7 @@ def _read_rsvg_root(root: Path, images: str | Path | None, split: str | None) ->
         raise BenchmarkError(f"{root} is not a DIOR-RSVG root: missing {', '.join(missing)}")
     # RSVG walks the folder with os.walk, whose order the file system decides; sorted names are the order
     # the released split files were made in (one image per file, numbered names).
-    records = [r for xml in _files(root / "Annotations", "*.xml") for r in _voc_records(xml, image_dir)]
+    records = [r for xml in files(root / "Annotations", "*.xml") for r in _voc_records(xml, image_dir)]
     if split_file is None:
         return records
     try:
@@ -196,7 +74,7 @@ def _voc_records(xml: Path, images: str | Path | None) -> list[Record]:
     except ET.ParseError as error:
         raise BenchmarkError(f"{xml.name} is not valid xml: {error}") from error
     filename = root.findtext("filename") or f"{xml.stem}.jpg"
-    image = _find_image(Path(images) if images else xml.parent, filename)
+    image = find_image(Path(images) if images else xml.parent, filename)
     records = []
     for k, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "object").strip()
@@ -226,21 +104,21 @@ def read_geopixeld(
     rings per ``<p>…</p> [SEG]`` phrase, in order -> a ``gcg`` record (caption text + one mask per phrase).
     Image and polygon files are looked up by name next to the json (or in ``images``)."""
     path = Path(path)
-    entries = _load_json(path)
+    entries = load_json(path)
     if isinstance(entries, dict):
         entries = [entries]
     folder = Path(images) if images else path.parent
     records = []
     for entry in entries:
         try:
-            image = _find_image(folder, Path(entry["image"]).name)
+            image = find_image(folder, Path(entry["image"]).name)
             poly_file = folder / Path(entry["polygons"]).name
             turns = entry["conversations"]
             question = next(t["value"] for t in turns if t["from"] == "human")
             answer = next(t["value"] for t in turns if t["from"] != "human")
         except (KeyError, TypeError, StopIteration) as error:
             raise BenchmarkError(f"{path.name}: an entry lacks image / polygons / conversations") from error
-        polygons = _load_json(poly_file)["polygons"]
+        polygons = load_json(poly_file)["polygons"]
         if len(polygons) != answer.count(SEG_TOKEN):
             raise BenchmarkError(
                 f"{poly_file.name}: {len(polygons)} masks for {answer.count(SEG_TOKEN)} [SEG]"
@@ -258,15 +136,6 @@ def read_geopixeld(
     return records
 
 
-def _load_json(path: Path) -> Any:
-    if not path.exists():
-        raise BenchmarkError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise BenchmarkError(f"{path.name} is not valid JSON: {error}") from error
-
-
 # ------------------------------------------------------------------------------------------------ LISA / GRES
 
 
@@ -281,11 +150,11 @@ def read_reasoning(
     sub-folder (``val``, ``test``) of ``path``."""
     root = Path(path) / split if split else Path(path)
     records = []
-    for file in _files(root, "*.json"):
-        data = _load_json(file)
+    for file in files(root, "*.json"):
+        data = load_json(file)
         shapes = [s for s in data.get("shapes", []) if str(s.get("label", "")).lower() != "flag"]
         name = next((s.get("image_name") for s in shapes if s.get("image_name")), f"{file.stem}.jpg")
-        image = _find_image(Path(images) if images else file.parent, name)
+        image = find_image(Path(images) if images else file.parent, name)
         is_ignore = [("ignore" in str(s.get("label", "")).lower()) for s in shapes]
         rings = [s["points"] for s, ign in zip(shapes, is_ignore) if not ign and s.get("points")]
         ignore = [s["points"] for s, ign in zip(shapes, is_ignore) if ign and s.get("points")]
@@ -313,7 +182,7 @@ def read_levircc(
     to the data folder. ``split`` (``train`` / ``val`` / ``test``) keeps that split's pairs only, as the
     LEVIR-CC papers score ``test``."""
     path = Path(path)
-    data = _load_json(path)
+    data = load_json(path)
     roots = [Path(images)] if images else [path.parent.parent, path.parent]
 
     def resolve(rel: str) -> str:
@@ -365,7 +234,7 @@ def read_change_masks(
     question = "Segment the areas that changed between the two images."
     records = []
     for label in sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        a, b = _find_image(root / "A", label.name), _find_image(root / "B", label.name)
+        a, b = find_image(root / "A", label.name), find_image(root / "B", label.name)
         records.append(Record(label.stem, "change_mask", [str(a), str(b)], question, mask_paths=[str(label)]))
     if not records:
         raise BenchmarkError(f"no label images in {label_dir}")
@@ -389,10 +258,10 @@ def read_gen(path: str | Path, images: str | Path | None = None, split: str | No
     from datasets import load_dataset
 
     root = Path(path)
-    files = _files(root, "**/*.parquet")
+    parquets = files(root, "**/*.parquet")
     cache = Path(images) if images else (root if root.is_dir() else root.parent) / ".eval_inputs"
     cache.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    dataset = load_dataset("parquet", data_files=[str(f) for f in parquets], split="train")
     records = []
     for row in dataset:
         turns = row["conversations"]
@@ -490,17 +359,26 @@ READERS: dict[str, Callable[..., list[Record]]] = {
     "levircd": read_change_masks,
     "dsifn": read_change_masks,
     "gen": read_gen,
+    "rrsisd": refer_seg.read_rrsisd,
+    "refsegrs": refer_seg.read_refsegrs,
+    "earthreason": refer_seg.read_earthreason,
+    "rsvqa": rsvqa.read_rsvqa,
+    "geochat-bench": geochat_bench.read_geochat_bench,
 }
 
 
 def read_benchmark(
     name: str, path: str | Path, images: str | Path | None = None, split: str | None = None
-) -> list[Record]:
-    """Records of a named benchmark format (see ``READERS``); ``split`` where the format has splits."""
+) -> Records:
+    """Records of a named benchmark format (see ``READERS``); ``split`` where the format has splits. The
+    entries left out (a broken geometry, ...) are counted in ``records.skipped``."""
     if name not in READERS:
         raise BenchmarkError(f"unknown benchmark {name!r}; choose from {', '.join(sorted(READERS))}")
     if split and name in ("geopixeld", "gen"):
         raise BenchmarkError(f"{name} has no splits; point --data at the split's file or folder")
     records = READERS[name](path, images, split)
-    logger.info("%s: %d records from %s", name, len(records), path)
+    records = records if isinstance(records, Records) else Records(records)
+    logger.info(
+        "%s: %d records from %s (%d left out)", name, len(records), path, sum(records.skipped.values())
+    )
     return records

@@ -70,6 +70,10 @@ def render_report(
         if items:
             lines += [f"## {title}: {len(items)}", ""] + [f"- `{_cell(i, 80)}`" for i in items[:50]]
             lines += (["- …"] if len(items) > 50 else []) + [""]
+    skipped = summary.get("skipped") or {}
+    if skipped:
+        lines += [f"## Left out while reading the benchmark: {sum(skipped.values())}", ""]
+        lines += [f"- {_cell(reason, 80)}: {count}" for reason, count in sorted(skipped.items())] + [""]
     errors = [r for r in rows if r.get("error")]
     if errors:
         lines += ["## Errors", ""] + [

@@ -23,14 +23,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval import metrics
+from eval.baselines import blanked_image
 from eval.readers import Record, plain_text
+from eval.shard import Shard, append_rows, done_ids, merged_rows, read_log
 from rsvlm import geo
 from rsvlm.assistant import Answer, Assistant
 from rsvlm.atomic import write_text_atomic
 
+__all__ = ["evaluate", "read_log", "run_one", "score_answer", "summarise", "write_outputs"]
+
 logger = logging.getLogger(__name__)
 
 SAMPLES = "samples.jsonl"
+SAMPLES_STEM = "samples"  # samples.jsonl, and samples.shard{k}-of-{n}.jsonl under accelerate launch
 SUMMARY = "summary.json"
 REPORT = "report.md"
 
@@ -114,6 +119,8 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
         return {"pred": number, "abs_error": abs((number or 0.0) - float(record.number or 0.0))}
     if task == "vqa":
         out = {"correct": bool(metrics.exact_match(text, record.texts))}
+        if record.question_type:  # RSVQA's per-type accuracies
+            out["question_type"] = record.question_type
         expected = metrics.leading_yes_no(record.texts[0]) if record.texts else None
         if expected is not None:  # a yes/no question: is the answer's yes / no the reference's?
             out["yes_no_correct"] = metrics.leading_yes_no(text) == expected
@@ -176,6 +183,13 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
             )
         elif task in ("change_binary", "vqa"):
             s = {"accuracy": float(np.mean([r["correct"] for r in items]))}
+            by_type: dict[str, list[bool]] = defaultdict(list)
+            for r in items:
+                if r.get("question_type"):
+                    by_type[r["question_type"]].append(r["correct"])
+            if by_type:  # RSVQA reports each type's accuracy and their mean (AA) beside the overall (OA)
+                s.update({f"accuracy_{t}": float(np.mean(v)) for t, v in sorted(by_type.items())})
+                s["average_accuracy"] = float(np.mean([np.mean(v) for v in by_type.values()]))
             yes_no = [r["yes_no_correct"] for r in items if "yes_no_correct" in r]
             if yes_no:
                 s.update(yes_no_accuracy=float(np.mean(yes_no)), yes_no_n=len(yes_no))
@@ -199,20 +213,9 @@ def _scored(row: dict[str, Any]) -> bool:
 
 # ------------------------------------------------------------------------------------------------ the loop
 
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The rows already scored; a torn last line (a run killed mid-write) is dropped with a warning."""
-    rows = []
-    if not path.exists():
-        return rows
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning("%s line %d is incomplete; that record will be run again", path.name, number)
-    return rows
+BLANK = "blank"  # the log of the blanked-image baseline: blank.jsonl
+BLANK_BASELINE = "blanked image"
+ONE_PROCESS = Shard()
 
 
 def evaluate(
@@ -224,29 +227,38 @@ def evaluate(
     model: str = "",
     limit: int | None = None,
     max_new_tokens: int = 128,
-) -> dict[str, Any]:
-    """Run and score ``records`` (the first ``limit``), resuming from ``out/samples.jsonl``; returns the summary."""
+    blank_baseline: bool = False,
+    shard: Shard = ONE_PROCESS,
+    skipped: dict[str, int] | None = None,
+) -> dict[str, Any] | None:
+    """Run and score ``records`` (the first ``limit``), resuming from the logs in ``out``; returns the summary
+    (None on a process that is not the main one of a sharded run). ``blank_baseline``: each record is asked a
+    second time with its images blanked, and scored as the ``blanked image`` baseline."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log = out / SAMPLES
-    rows = read_log(log)
-    done = {row["id"] for row in rows}
-    todo = [r for r in (records[:limit] if limit is not None else records) if r.id not in done]
-    if done:
-        logger.info("resuming: %d records already scored, %d to go", len(done), len(todo))
-    if log.exists() and log.stat().st_size and not log.read_text().endswith("\n"):
-        with log.open("a") as f:  # a torn last line: start the next row on a line of its own
-            f.write("\n")
-    with log.open("a") as f:
-        for record in tqdm(todo, desc=f"eval {benchmark}".strip(), unit="sample"):
-            row = run_one(assistant, record, max_new_tokens=max_new_tokens)
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            rows.append(row)
     scoped = list(records[:limit] if limit is not None else records)
-    scope = {r.id for r in scoped}
-    rows = [r for r in rows if r["id"] in scope]
-    return write_outputs(out, rows, scoped, benchmark=benchmark, model=model)
+    passes = [(SAMPLES_STEM, False)] + ([(BLANK, True)] if blank_baseline else [])
+    for stem, blank in passes:
+        done = done_ids(out, stem)
+        todo = [r for r in shard.take(scoped) if r.id not in done]
+        if done:
+            logger.info("%s: resuming, %d records already scored, %d to go", stem, len(done), len(todo))
+        desc = f"eval {benchmark} {'blanked' if blank else ''}".strip()
+        append_rows(
+            shard.log(out, stem),
+            todo,
+            lambda r, blank=blank: run_one(assistant, r, max_new_tokens=max_new_tokens, blank=blank),
+            lambda items, desc=desc: tqdm(items, desc=desc, unit="sample", disable=not shard.is_main),
+        )
+    shard.wait()  # every shard's rows are in its log before the main process merges them
+    if not shard.is_main:
+        return None
+    rows = merged_rows(out, SAMPLES_STEM, scoped)
+    model_baselines = {BLANK_BASELINE: merged_rows(out, BLANK, scoped)} if blank_baseline else {}
+    extra = {"skipped": dict(skipped)} if skipped else {}
+    return write_outputs(
+        out, rows, scoped, benchmark=benchmark, model=model, model_baselines=model_baselines, **extra
+    )
 
 
 def score_baselines(records: Sequence[Record]) -> tuple[dict[str, dict], dict[str, list[dict]]]:
@@ -269,13 +281,23 @@ def score_baselines(records: Sequence[Record]) -> tuple[dict[str, dict], dict[st
 
 
 def write_outputs(
-    out: Path, rows: list[dict[str, Any]], records: Sequence[Record], *, benchmark: str, model: str, **extra
+    out: Path,
+    rows: list[dict[str, Any]],
+    records: Sequence[Record],
+    *,
+    benchmark: str,
+    model: str,
+    model_baselines: dict[str, list[dict[str, Any]]] | None = None,
+    **extra,
 ) -> dict[str, Any]:
-    """summary.json (with the baselines), report.md and the plots, from every scored row."""
+    """summary.json (with the baselines), report.md and the plots, from every scored row. ``model_baselines``:
+    rows of baselines the model itself answered (the blanked image), summarised beside the trivial ones."""
     from eval.plots import write_plots
     from eval.report import render_report
 
     baselines, baseline_rows = score_baselines(records)
+    for name, answered in (model_baselines or {}).items():
+        baselines[name], baseline_rows[name] = summarise(answered), answered
     summary = {
         "benchmark": benchmark,
         "model": model,
@@ -290,13 +312,17 @@ def write_outputs(
     return summary
 
 
-def run_one(assistant: Assistant, record: Record, *, max_new_tokens: int = 128) -> dict[str, Any]:
-    """Ask one record in a fresh session and score it. A record the assistant refuses (a missing or unreadable
-    image) is scored as no answer and keeps its one-line error, so one bad file does not stop a benchmark."""
+def run_one(
+    assistant: Assistant, record: Record, *, max_new_tokens: int = 128, blank: bool = False
+) -> dict[str, Any]:
+    """Ask one record in a fresh session and score it (``blank``: on its images blanked, ``blanked_image``). A
+    record the assistant refuses (a missing or unreadable image) is scored as no answer and keeps its one-line
+    error, so one bad file does not stop a benchmark; so is an answer that cannot be parsed."""
     start = time.perf_counter()
     error = None
     try:
-        answer = assistant.session().ask(record.question, images=record.images, max_new_tokens=max_new_tokens)
+        images = [blanked_image(p) for p in record.images] if blank else record.images
+        answer = assistant.session().ask(record.question, images=images, max_new_tokens=max_new_tokens)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RasterError is a ValueError
         error = " ".join(str(exc).split()) or type(exc).__name__
         logger.warning("%s: %s", record.id, error)

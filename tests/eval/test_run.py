@@ -164,3 +164,111 @@ def test_summarise_captions_by_hand():
     ]
     s = summarise(rows)["caption"]
     assert s["cider_d"] == pytest.approx(5.0) and s["bleu2"] == pytest.approx(1.0) and s["rouge_l"] == 1.0
+
+
+def test_the_blanked_image_baseline_is_the_model_again_on_flat_images(
+    assistant, records, tmp_path, monkeypatch
+):
+    import eval.run
+    from eval.baselines import blanked_image
+
+    records, _ = records
+    records = [records[0], records[3]]  # a box and a yes/no
+    blank = {"pending": False}
+
+    def recording_blank(path):
+        image = blanked_image(path)
+        assert image.path is None and np.ptp(image.data, axis=(1, 2)).max() == 0  # flat, per band
+        blank["pending"] = True
+        return image
+
+    monkeypatch.setattr(eval.run, "blanked_image", recording_blank)
+    tokenizer, size = assistant.processor.tokenizer, assistant.image_size
+    said: list[str] = []
+
+    def generate(**kwargs):
+        text = (
+            "<box>[500, 500, 1000, 1000]</box> No."
+            if blank["pending"]
+            else (
+                "<box>[0, 0, 500, 500]</box>"
+                if "alpha" in tokenizer.decode(kwargs["input_ids"][0])
+                else "Yes."
+            )
+        )
+        said.append("blank" if blank["pending"] else "image")
+        blank["pending"] = False
+        return scripted_generation(tokenizer, text, [], size)
+
+    assistant.model.generate = generate
+    out = tmp_path / "run"
+    summary = evaluate(assistant, records, out, blank_baseline=True)
+    assert said == ["image", "image", "blank", "blank"]
+    assert summary["tasks"]["grounding"]["miou"] == 1.0 and summary["tasks"]["vqa"]["accuracy"] == 1.0
+    blanked = summary["baselines"]["blanked image"]
+    assert (
+        blanked["grounding"]["miou"] == 0.0 and blanked["vqa"]["accuracy"] == 0.0 and blanked["vqa"]["n"] == 1
+    )
+    assert [r["id"] for r in read_log(out / "blank.jsonl")] == ["hit", "yes"]
+    assert "| blanked image | 0.0000" in (out / REPORT).read_text()
+    evaluate(assistant, records, out, blank_baseline=True)  # resumed: neither pass asks again
+    assert len(said) == 4
+
+
+def test_answers_that_do_not_parse_are_misses_never_crashes(assistant, tmp_path):
+    size = assistant.image_size
+    image = tmp_path / "scene.png"
+    Image.new("RGB", (size, size), (90, 120, 60)).save(image)
+    Image.fromarray(np.ones((size, size), bool)).save(tmp_path / "all.png")
+    records = [
+        Record("box", "grounding", [str(image)], "Give the box of alpha.", box=[0, 0, 10, 10]),
+        Record(
+            "obb", "obb", [str(image)], "Give the oriented box of beta.", obb=[[0, 0], [9, 0], [9, 9], [0, 9]]
+        ),
+        Record("seg", "refseg", [str(image)], "Segment gamma.", mask_paths=[str(tmp_path / "all.png")]),
+        Record("count", "count", [str(image)], "How many delta?", number=4),
+        Record("yes", "vqa", [str(image)], "Is there epsilon?", texts=["yes"]),
+    ]
+    script(
+        assistant,
+        {
+            "alpha": ("<box>[12, 40", []),  # torn box
+            "beta": (
+                "<obb>[1, 2, x, 4]</obb> <box>[900, 10, 5, 1]</box>",
+                [],
+            ),  # not numbers; flipped corners
+            "gamma": ("<p>gamma</p> [SEG] [SEG]", []),  # [SEG]s without mask logits
+            "delta": ("many, many", []),
+            "epsilon": ("", []),
+        },
+        [],
+    )
+    summary = evaluate(assistant, records, tmp_path / "run")
+    t = summary["tasks"]
+    assert t["grounding"]["miou"] == 0.0 and t["obb"]["miou"] == 0.0 and t["refseg"]["giou"] == 0.0
+    assert t["count"]["mae"] == 4.0 and t["vqa"]["accuracy"] == 0.0
+    assert all(s["n"] == 1 and s["errors"] == 0 for s in t.values())  # every record scored, as a miss
+    warnings = {r["id"]: " ".join(r["warnings"]) for r in read_log(tmp_path / "run" / SAMPLES)}
+    assert "dropped malformed oriented box" in warnings["obb"] and "no mask for [SEG]" in warnings["seg"]
+
+
+def test_one_process_resumes_the_shard_logs_of_a_two_process_run(assistant, records, tmp_path):
+    records, _ = records
+    records = records[:2]
+    out = tmp_path / "run"
+    out.mkdir()
+    kept = {
+        "id": "miss",
+        "task": "grounding",
+        "iou": 0.0,
+        "area_counts": [0.0, 1.0],
+        "refs": [],
+        "kept": True,
+    }
+    (out / "samples.shard1-of-2.jsonl").write_text(json.dumps(kept) + "\n")
+    calls: list[str] = []
+    script(assistant, {"alpha": ("<box>[0, 0, 500, 500]</box>", [])}, calls)
+    summary = evaluate(assistant, records, out)
+    assert calls == ["alpha"]  # "miss" was in shard 1's log
+    assert [(r["id"], r.get("kept")) for r in read_log(out / SAMPLES)] == [("hit", None), ("miss", True)]
+    assert not list(out.glob("samples.shard*")) and summary["tasks"]["grounding"]["n"] == 2
