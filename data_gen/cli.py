@@ -2,6 +2,7 @@
 
     rsvlm gen --image scene.tif --labels labels.tif --taxonomy landcover.ai --out out/ds
     rsvlm gen --config gen.yaml --num-proc 2 --max-tiles 100      # flags override the YAML
+    rsvlm gen --config gen.yaml --out /mnt/shared/ds --ray 10.0.0.1:6379   # shards as Ray tasks (rsvlm[ray])
     rsvlm gen validate out/ds                                       # exit 1 when any sample fails
     python -m data_gen.cli ...                                      # the same without the console script
 
@@ -15,6 +16,8 @@ import logging
 import sys
 
 from data_gen.config import ALL_TASKS, GenConfig
+from data_gen.driver import build_dataset
+from data_gen.ray_driver import LOCAL, RayUnavailableError, build_dataset_on_ray
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -53,12 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--paraphrase", action="store_true", default=None, help="rewrite questions with the local LLM"
     )
     p.add_argument("--out", help="output folder (default out/dataset)")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        metavar="ADDRESS",
+        help="run the shards on Ray (pip install 'rsvlm[ray]'): no ADDRESS starts a local Ray with --num-proc "
+        "CPUs; 'auto' joins the cluster started on this machine; HOST:PORT or ray://HOST:PORT a remote one. "
+        "Every worker must see --out and the inputs at the same paths",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def _config(args: argparse.Namespace) -> GenConfig:
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "verbose") and v is not None}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "verbose", "ray") and v is not None}
     for key in ("tile_size", "num_proc", "max_tiles"):
         if key in flags and flags[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {flags[key]}")
@@ -93,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 "nothing to generate from: give --image (with --labels, --osm or --vectors) or --config"
             )
-        from data_gen.driver import build_dataset
-
-        out = build_dataset(cfg)
+        out = build_dataset(cfg) if args.ray is None else build_dataset_on_ray(cfg, address=args.ray)
         print(f"dataset written to {out} (card: {out}/README.md); check it with: rsvlm gen validate {out}")
         return 0
     except SystemExit as e:
         return int(e.code or 0)
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, OSError) as error:
+    except (ValueError, OSError, RayUnavailableError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"rsvlm gen: error: {message}", file=sys.stderr)
         return EXIT_USAGE

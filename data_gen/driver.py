@@ -297,20 +297,21 @@ def _run_shard_job(job: tuple[GenConfig, Shard, Loader]) -> dict[str, Any]:
     return run_shard(*job)
 
 
-def _default_planner() -> tuple[Planner, Loader]:
-    from data_gen import sources
-
-    return sources.plan_tiles, sources.load_tile
-
-
-def build_dataset(cfg: GenConfig, planner: Planner | None = None, loader: Loader | None = None) -> Path:
-    """Generate the dataset described by ``cfg`` under ``cfg.out``; finished shards are skipped (resume).
-
-    ``planner``/``loader`` default to ``data_gen.sources.plan_tiles``/``load_tile``; tests pass their own.
-    """
+def with_default_sources(planner: Planner | None, loader: Loader | None) -> tuple[Planner, Loader]:
+    """Fill a missing planner/loader with ``data_gen.sources`` (imported only then: it pulls in rasterio, osmium)."""
     if planner is None or loader is None:
-        default_plan, default_load = _default_planner()
-        planner, loader = planner or default_plan, loader or default_load
+        from data_gen import sources
+
+        planner, loader = planner or sources.plan_tiles, loader or sources.load_tile
+    return planner, loader
+
+
+def shards_to_run(cfg: GenConfig, planner: Planner) -> tuple[list[Shard], list[Shard]]:
+    """Plan the shards and check them against ``plan.json``; returns (all shards, those without a parquet file).
+
+    Both executors (the pool here, Ray in ``data_gen.ray_driver``) start from this, so they cut the same shards,
+    refuse the same foreign folders and skip the same finished files.
+    """
     out = Path(cfg.out)
     refs = planner(cfg)
     if not refs:
@@ -328,6 +329,16 @@ def build_dataset(cfg: GenConfig, planner: Planner | None = None, loader: Loader
         _write_json(plan_path, fingerprint)
     todo = [s for s in shards if not (out / "data" / f"{s.name}.parquet").exists()]
     log.info("%d tiles in %d shards; %d already done", len(refs), len(shards), len(shards) - len(todo))
+    return shards, todo
+
+
+def build_dataset(cfg: GenConfig, planner: Planner | None = None, loader: Loader | None = None) -> Path:
+    """Generate the dataset described by ``cfg`` under ``cfg.out``; finished shards are skipped (resume).
+
+    ``planner``/``loader`` default to ``data_gen.sources.plan_tiles``/``load_tile``; tests pass their own.
+    """
+    planner, loader = with_default_sources(planner, loader)
+    shards, todo = shards_to_run(cfg, planner)
     jobs = [(cfg, s, loader) for s in todo]
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="shards", unit="shard")
     if cfg.num_proc > 1 and len(jobs) > 1:
@@ -341,8 +352,8 @@ def build_dataset(cfg: GenConfig, planner: Planner | None = None, loader: Loader
     bar.close()
     from data_gen.card import write_card
 
-    write_card(out, cfg)
-    return out
+    write_card(cfg.out, cfg)
+    return Path(cfg.out)
 
 
 def config_dict(cfg: GenConfig) -> dict[str, Any]:

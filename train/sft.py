@@ -2,7 +2,7 @@
 
     rsvlm train --recipe default-cpu --data out/ds --out out/run                  # one process (CPU or one GPU)
     python -m train.cli --recipe default-cpu --data out/ds --out out/run          # the same
-    accelerate launch --config_file train/accelerate/multi_gpu.yaml -m train.cli --recipe lora --data out/ds \
+    accelerate launch --config_file train/accelerate/multi_gpu.yaml --num_processes 8 -m train.cli --recipe lora --data out/ds \
         --out out/run-lora                                                        # DDP on every GPU
 
 The loop: the model (frozen backbones + trainable heads and LoRA) -> AdamW over the parameters that require
@@ -300,6 +300,19 @@ def _micro_batches(
         epoch, offset = epoch + 1, 0
 
 
+def parameter_sharding(distributed_type: str, zero_stage: int | None) -> str | None:
+    """The scheme's name when it shards the parameters themselves (ZeRO-3, FSDP), else None (DDP, ZeRO-1/2).
+
+    This trainer saves, resumes and evaluates through the unwrapped model on one process, which only sees whole
+    parameters under DDP and ZeRO-1/2: under ZeRO-3 or FSDP it would write empty or partial checkpoints.
+    """
+    if distributed_type == "FSDP":
+        return "FSDP"
+    if distributed_type == "DEEPSPEED" and zero_stage == 3:
+        return "DeepSpeed ZeRO-3"
+    return None
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) the training ``cfg`` describes; returns when ``max_steps`` (or ``stop_after_steps``) is hit."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -315,6 +328,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         gradient_accumulation_steps=cfg.grad_accum,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    deepspeed_plugin = accelerator.state.deepspeed_plugin
+    zero_stage = deepspeed_plugin.zero_stage if deepspeed_plugin else None
+    sharding = parameter_sharding(accelerator.distributed_type, zero_stage)
+    if sharding:
+        raise TrainConfigError(
+            f"{sharding} shards the parameters, which this trainer does not support yet (its checkpoints, resume "
+            "and evaluation read them whole): use train/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml"
+        )
     is_main = accelerator.is_main_process
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
         train_data = SFTData(cfg.data, cfg.train_split, cfg.tasks, cfg.datasets_cache)
