@@ -61,6 +61,7 @@ def phrase_from_continuation(text: str) -> str | None:
     if "</p>" not in text:
         return None
     phrase = " ".join(text.split("</p>", 1)[0].split())
+    phrase = phrase.removeprefix("<p>").strip()  # a model that repeats the opener
     return phrase or None
 
 

@@ -44,6 +44,7 @@ def test_phrase_from_continuation():
     assert presence.phrase_from_continuation(" the  changed areas</p> [SEG].") == "the changed areas"
     assert presence.phrase_from_continuation("water and trees") is None  # never closed
     assert presence.phrase_from_continuation("</p> [SEG]") is None
+    assert presence.phrase_from_continuation("<p>gamma</p> [SEG]") == "gamma"
 
 
 def test_presence_needs_more_than_a_speck():

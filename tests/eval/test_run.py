@@ -203,7 +203,7 @@ def test_the_blanked_image_baseline_is_the_model_again_on_flat_images(
     assistant.model.generate = generate
     out = tmp_path / "run"
     summary = evaluate(assistant, records, out, blank_baseline=True)
-    assert said == ["image", "image", "blank", "blank"]
+    assert said == ["image", "image", "image", "blank", "blank"]  # the third: the presence question's probe
     assert summary["tasks"]["grounding"]["miou"] == 1.0 and summary["tasks"]["vqa"]["accuracy"] == 1.0
     blanked = summary["baselines"]["blanked image"]
     assert (
@@ -245,7 +245,10 @@ def test_answers_that_do_not_parse_are_misses_never_crashes(assistant, tmp_path)
     )
     summary = evaluate(assistant, records, tmp_path / "run")
     t = summary["tasks"]
-    assert t["grounding"]["miou"] == 0.0 and t["obb"]["miou"] == 0.0 and t["refseg"]["giou"] == 0.0
+    assert t["grounding"]["miou"] == 0.0 and t["obb"]["miou"] == 0.0
+    # The mask asked for is missing, so the assistant decodes the named phrase's mask (rsvlm.asked): the tiny
+    # random decoder's mask of a plain-colour image is (nearly) nothing like the whole-image target.
+    assert t["refseg"]["giou"] < 0.05
     assert t["count"]["mae"] == 4.0 and t["vqa"]["accuracy"] == 0.0
     assert all(s["n"] == 1 and s["errors"] == 0 for s in t.values())  # every record scored, as a miss
     warnings = {r["id"]: " ".join(r["warnings"]) for r in read_log(tmp_path / "run" / SAMPLES)}
