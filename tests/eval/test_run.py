@@ -212,7 +212,7 @@ def test_the_blanked_image_baseline_is_the_model_again_on_flat_images(
     assert [r["id"] for r in read_log(out / "blank.jsonl")] == ["hit", "yes"]
     assert "| blanked image | 0.0000" in (out / REPORT).read_text()
     evaluate(assistant, records, out, blank_baseline=True)  # resumed: neither pass asks again
-    assert len(said) == 4
+    assert len(said) == 5
 
 
 def test_answers_that_do_not_parse_are_misses_never_crashes(assistant, tmp_path):
