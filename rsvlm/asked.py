@@ -46,7 +46,9 @@ def has_element(regions, wanted: str) -> bool:
         return any(r.obb is not None for r in regions)
     if wanted == "box":
         return any(r.box is not None or r.obb is not None for r in regions)
-    return any(r.mask is not None and np.asarray(r.mask).any() for r in regions)
+    # A [SEG] the model wrote counts even when its mask is empty: on a large scene's overview small things vanish,
+    # and the windows decoded at full resolution find them from that [SEG]'s prompt.
+    return any(r.mask is not None or r.seg_index is not None for r in regions)
 
 
 def patches(mask: np.ndarray, limit: int) -> list[np.ndarray]:

@@ -413,8 +413,7 @@ class Session:
         valid = valid or int(np.prod(reference.data.shape[1:]))
         two_dates = len(images) == 2
         if (
-            state_facts
-            and not regions
+            not regions
             and presence.leading_yes_no(parsed.text) is not None
             and presence.asks_presence(question, two_dates)
         ):
@@ -425,7 +424,7 @@ class Session:
                 text = presence.answer_text(present, label, presence.asks_absence(question))
                 regions = [region] if present else []
         wanted = asked.element(question)
-        if state_facts and wanted and not asked.has_element(regions, wanted):
+        if wanted and not asked.has_element(regions, wanted):
             # The element asked for is missing: cut it from the mask of the phrase the model names (rsvlm.asked).
             region = self._phrase_mask(conversation, features, reference, meta, warnings)
             if region is not None and presence.is_present(int(region.mask.sum()), valid):
@@ -621,8 +620,8 @@ class Session:
                 index = region.seg_index
                 phrase = phrases[index] if index < len(phrases) else region.label
                 state = states[index : index + 1] if states is not None and index < len(states) else None
-            elif region.box is not None or region.obb is not None:
-                phrase, state = region.label, None
+            elif region.box is not None or region.obb is not None or region.mask is not None:
+                phrase, state = region.label, None  # a box, or a mask cut from a phrase (rsvlm.asked)
             else:
                 continue
             if state is None and not model.config.phrase_prompt:

@@ -41,7 +41,8 @@ def test_has_element():
     boxed = Region(label="a", box=Box(0, 0, 10, 10))
     assert asked.has_element([boxed], "box") and not asked.has_element([boxed], "obb")
     assert not asked.has_element([boxed], "mask")
-    assert not asked.has_element([Region(label="b", mask=np.zeros((4, 4), bool))], "mask")  # empty is missing
+    assert asked.has_element([Region(label="b", mask=np.zeros((4, 4), bool))], "mask")  # given, though empty
+    assert not asked.has_element([], "mask")
 
 
 def test_patches_come_largest_first_and_their_boxes_are_pixel_edges():
