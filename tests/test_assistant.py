@@ -255,3 +255,63 @@ def test_without_tiling_a_larger_image_is_answered_whole(tiny_checkpoint, tmp_pa
     roof = answer.regions[0]
     assert roof.mask.shape == (600, 800)
     assert roof.pixel_box == pytest.approx((0, 0, 100, 100), abs=1)  # 16 of 128 model px = 100 source px
+
+
+def _two_answers(assistant, first: str, probe: str, decoded: np.ndarray, prompts: list[str]):
+    """The model says ``first``, then ``probe`` when its answer is forced to open with <p>; the decoder's mask of
+    the probe's phrase is ``decoded`` (model-input pixels)."""
+    tokenizer = assistant.processor.tokenizer
+    size = assistant.image_size
+
+    def generate(**kwargs):
+        prompt = tokenizer.decode(kwargs["input_ids"][0])
+        prompts.append(prompt)
+        return scripted_generation(tokenizer, probe if prompt.endswith("<p>") else first, [], size)
+
+    def decode_masks(seg_hidden, sample_index, features, phrases):
+        prompts.append(f"decode {phrases}")
+        return torch.where(torch.as_tensor(decoded), 10.0, -10.0)[None]
+
+    assistant.model.generate = generate
+    assistant.model.decode_masks = decode_masks
+
+
+@pytest.mark.parametrize("covered, expected", [(True, "Yes."), (False, "No: no water found.")])
+def test_presence_yes_or_no_follows_the_mask_of_the_phrase_the_model_names(assistant, covered, expected):
+    from rsvlm.answer_facts import format_area
+
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    if covered:
+        decoded[: size // 2] = True
+    prompts: list[str] = []
+    _two_answers(assistant, "No, there is no water.", "water</p> [SEG]", decoded, prompts)
+    answer = assistant.session().ask("Is there any water in this image?", images=[NAIP_2020])
+    assert answer.text.startswith(expected) and prompts[-1] == "decode ['water']"
+    if covered:  # the yes comes with the mask, and the stated area is that mask's
+        assert len(answer.regions) == 1 and answer.regions[0].label == "water"
+        assert format_area(answer.regions[0].area_m2) in answer.text
+    else:
+        assert not answer.regions
+
+
+def test_a_relation_yes_no_stays_the_models(assistant):
+    prompts: list[str] = []
+    _two_answers(assistant, "Yes, the road is north of it.", "road</p> [SEG]", np.zeros((4, 4), bool), prompts)
+    answer = assistant.session().ask("Is the road north of the river?", images=[NAIP_2020])
+    assert answer.text.startswith("Yes, the road") and len(prompts) == 1  # no probe
+
+
+def test_boxes_asked_for_but_missing_are_cut_from_the_named_mask(assistant):
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    decoded[2:10, 4:20] = True  # the larger patch
+    decoded[30:34, 40:44] = True
+    prompts: list[str] = []
+    _two_answers(assistant, "The ponds are in the north.", "all the ponds</p> [SEG]", decoded, prompts)
+    answer = assistant.session().ask("Box all the ponds.", images=[NAIP_2020])
+    assert [r.label for r in answer.regions] == ["all the ponds", "all the ponds"]
+    assert all(r.pixel_box is not None and r.geometry is not None for r in answer.regions)
+    big, small = (r.pixel_box for r in answer.regions)
+    assert (big[2] - big[0]) * (big[3] - big[1]) > (small[2] - small[0]) * (small[3] - small[1])
+    assert "2 boxes" in answer.text
