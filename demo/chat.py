@@ -7,6 +7,7 @@ Nothing here knows about models or geometry beyond calling the session and drawi
 """
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -129,7 +130,7 @@ class ChatApp:
 
     def _loaded(self, chat: ChatSession, files, dates=("", "")):
         image, slider = self._views(chat)
-        return (files, self.status(chat), image, slider, list(chat.messages), _table(None), *dates)
+        return (files, self.status(chat), image, slider, _shown(chat), _table(None), *dates)
 
     # ----------------------------------------------------------------------------------------------------------
     # A question is claimed first (Ask disabled, Stop shown), so one typed while an answer runs stays in its box.
@@ -176,12 +177,12 @@ class ChatApp:
         keep = (gr.update(), gr.update(), gr.update())
         if not question:
             chat.messages = [*chat.messages, _error("the question is empty")]
-            yield list(chat.messages), *keep
+            yield _shown(chat), *keep
             return
         if not chat.paths:
             error = _error("upload an image (GeoTIFF, PNG or JPEG) or pick an example first")
             chat.messages = [*chat.messages, {"role": "user", "content": question}, error]
-            yield list(chat.messages), *keep
+            yield _shown(chat), *keep
             return
         chat.busy = True
         chat.stop.clear()
@@ -199,7 +200,7 @@ class ChatApp:
                 seconds=float(time_budget_s) if time_budget_s else None,
             )
             chat.messages = [*chat.messages, {"role": "user", "content": question}, status, reply]
-            yield list(chat.messages), *keep
+            yield _shown(chat), *keep
             step: Progress = Progress()
             try:
                 for step in run_turn(
@@ -214,11 +215,11 @@ class ChatApp:
                         break
                     status["metadata"] = {"title": _running_title(step), "status": "pending"}
                     reply["content"] = step.text
-                    yield list(chat.messages), *keep
+                    yield _shown(chat), *keep
             except Stopped:
                 status["metadata"] = {"title": f"Stopped after {step.elapsed_s:.0f} s", "status": "done"}
                 reply["content"] = f"{step.text} …" if step.text else "(stopped before any text)"
-                yield list(chat.messages), *keep
+                yield _shown(chat), *keep
                 finished = True
                 return
             answer: Answer = step.answer  # type: ignore[attr-defined]
@@ -234,14 +235,14 @@ class ChatApp:
                 chat.messages.append(_notes(answer.warnings))
             image, slider = self._views(chat, answer)
             finished = True
-            yield list(chat.messages), image, slider, _table(answer)
+            yield _shown(chat), image, slider, _table(answer)
         except Exception as error:  # one line in the chat; the app keeps serving
             if not isinstance(error, (ValueError, OSError)):
                 logger.exception("the assistant failed", exc_info=error)
             chat.messages = [m for m in chat.messages if m is not status and m is not reply]
             chat.messages.append(_error(one_line(error, chat.paths)))
             finished = True
-            yield list(chat.messages), *keep
+            yield _shown(chat), *keep
         finally:
             if not finished:
                 chat.stop.set()  # the page went away mid-answer: let the worker end early
@@ -308,10 +309,10 @@ class ChatApp:
         device = self.assistant.model.device.type.upper()
         dtype = str(self.assistant.dtype).removeprefix("torch.")
         trained = "" if not self.assistant.warnings else " (untrained adapters)"
-        return (
-            f"**Model** {self.checkpoint}{trained} · LLM {config.text_model} · vision {config.vision_model} · "
-            f"{dtype} on {device}"
-        )
+        llm, vision = (
+            Path(str(name)).name for name in (config.text_model, config.vision_model)
+        )  # names, not paths
+        return f"**Model** {Path(self.checkpoint).name}{trained} · LLM {llm} · vision {vision} · {dtype} on {device}"
 
     def status(self, chat: ChatSession | None) -> str:
         loaded = chat is not None and chat.sources
@@ -333,6 +334,11 @@ class ChatApp:
         labels = chat.session.dates or tuple(chat.names)
         pair = [render.captioned(a, label) for a, label in zip(render.same_size(arrays), labels)]
         return gr.update(value=None, visible=False), gr.update(value=tuple(pair), visible=True)
+
+
+def _shown(chat: ChatSession) -> list[dict[str, Any]]:
+    """The messages as of now: copies, since the running answer keeps updating its own status and reply."""
+    return [{**m, "metadata": dict(m["metadata"])} if "metadata" in m else dict(m) for m in chat.messages]
 
 
 def _running_title(step: Progress) -> str:

@@ -105,8 +105,12 @@ def one_line(error: BaseException, paths: list[str] = ()) -> str:
     for path in sorted(paths, key=len, reverse=True):
         text = text.replace(str(path), Path(path).name)
     text = _PATH.sub(r"\1", text)
-    # the name quoted twice ("x.tif: x.tif is not a raster") once the paths are gone
-    return re.sub(r"^([^\s:]+): \1\b", r"\1", text)
+    # a name said twice once the paths are gone ("x.tif: x.tif is not…", "x.tif … ('x.tif' not recognized…)")
+    text = re.sub(r"^([^\s:]+): \1\b", r"\1", text)
+    first = re.match(r"^([^\s:]+\.\w+)\b", text)
+    if first:
+        text = text[: first.end()] + text[first.end() :].replace(f"'{first.group(1)}' ", "")
+    return text
 
 
 def describe_source(names: list[str], sources: list[geo.RasterInfo], bands: str | list[int] | None) -> str:
