@@ -4,7 +4,7 @@
     chat = sessions.get(request.session_hash) # created on a session's first event
     sessions.close(request.session_hash)      # on ``demo.unload`` (tab closed, client gone): folder removed
 
-A session's uploads are moved out of Gradio's shared upload cache into its folder, and every download is written
+A session's uploads are linked from Gradio's upload cache into its folder, and every download is written
 there under a generated name, so one user's files are never in a path another user's events can reach, and
 nothing stays on disk after the session.
 """

@@ -7,6 +7,7 @@ one_line(error, paths)                           # "broken.tif: not a raster ...
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -46,34 +47,32 @@ def format_size(size: int) -> str:
 
 
 def receive(files, chat: ChatSession, max_bytes: int | None) -> tuple[list[str], list[str]]:
-    """The uploaded files moved into ``chat``'s folder -> (paths there, the names the user gave them).
+    """The uploaded files linked (or copied) into ``chat``'s folder -> (paths there, the names the user gave).
 
-    Gradio already refuses a file over ``max_file_size`` at upload; this check is for files handed in another
-    way (a test, a custom client). A refused or unreadable set is deleted, so nothing of it stays on disk."""
+    Gradio's upload cache is content-addressed: two sessions uploading the same file get the same cache path, so
+    the cache copy is left to Gradio's own sweep (``delete_cache``) rather than moved away under the other
+    session. Gradio already refuses a file over ``max_file_size`` at upload; this check is for files handed in
+    another way (a test, a custom client)."""
     incoming = [_file_path(f) for f in (files if isinstance(files, list) else [files] if files else [])]
     names = [Path(p).name for p in incoming]
-    try:
-        if len(incoming) > 2:
+    if len(incoming) > 2:
+        raise UploadError(f"give one image, or two dates for change questions (got {len(incoming)} files)")
+    for path, name in zip(incoming, names):
+        if Path(path).suffix.lower() not in FILE_TYPES:
+            raise UploadError(f"{name}: not an image this chat reads ({', '.join(FILE_TYPES)})")
+        size = Path(path).stat().st_size
+        if max_bytes is not None and size > max_bytes:
             raise UploadError(
-                f"give one image, or two dates for change questions (got {len(incoming)} files)"
+                f"{name} is {format_size(size)}; the limit is {format_size(max_bytes)} (rsvlm serve --max-file-size)"
             )
-        for path, name in zip(incoming, names):
-            if Path(path).suffix.lower() not in FILE_TYPES:
-                raise UploadError(f"{name}: not an image this chat reads ({', '.join(FILE_TYPES)})")
-            size = Path(path).stat().st_size
-            if max_bytes is not None and size > max_bytes:
-                raise UploadError(
-                    f"{name} is {format_size(size)}; the limit is {format_size(max_bytes)} (rsvlm serve --max-file-size)"
-                )
-    except UploadError:
-        for path in incoming:
-            Path(path).unlink(missing_ok=True)
-        raise
     folder = chat.upload_folder() if incoming else None
     paths = []
     for path, name in zip(incoming, names):
         target = folder / name  # type: ignore[operator]
-        shutil.move(path, target)
+        try:
+            os.link(path, target)  # same file system: no second copy on disk
+        except OSError:
+            shutil.copyfile(path, target)
         paths.append(str(target))
     return paths, names
 
