@@ -54,32 +54,37 @@ def build_demo(
     ) as demo:
         demo.chat_app = app  # tests reach the handlers through the built demo
         gr.Markdown(
-            "## rsvlm — ask a satellite or aerial image\nUpload one GeoTIFF / PNG / JPEG, or two dates of the same "
-            "place for change questions, or click an example. Regions come back on the map, in the table and as "
-            "GeoJSON (EPSG:4326), mask GeoTIFF and CSV."
+            "### rsvlm — ask a satellite or aerial image\nUpload one GeoTIFF / PNG / JPEG (or two dates of the "
+            "same place for change questions), or click an example. Regions come back on the map, in the table "
+            "and as GeoJSON (EPSG:4326), mask GeoTIFF and CSV."
         )
         status = gr.Markdown(app.status(None), label="Status", elem_id="status")
         gallery = gr.Gallery(
-            [(examples.thumbnail(e), e.caption) for e in examples.EXAMPLES],
+            [examples.thumbnail(e) for e in examples.EXAMPLES],
             label="Examples: click one to load it and ask its question",
             columns=len(examples.EXAMPLES),
             rows=1,
-            height=150,
+            height=132,
             allow_preview=False,
+            buttons=[],
             object_fit="cover",
             elem_id="gallery",
         )
         with gr.Row():
             with gr.Column(scale=5):
-                files = gr.File(label="Images", file_count="multiple", file_types=FILE_TYPES, height=110)
-                view = gr.Image(label="Map", interactive=False, format="png", height=430)
+                files = gr.File(label="Images", file_count="multiple", file_types=FILE_TYPES, height=112)
+                view = gr.Image(label="Map", interactive=False, format="png", height=400)
                 slider = gr.ImageSlider(
                     label="Before / after",
                     interactive=False,
                     format="png",
-                    max_height=430,
+                    max_height=400,
                     visible=False,
                 )
+                with gr.Row():
+                    geojson = gr.DownloadButton("GeoJSON (EPSG:4326)", visible=False, size="sm")
+                    mask = gr.DownloadButton("Mask GeoTIFF", visible=False, size="sm")
+                    table_csv = gr.DownloadButton("Regions CSV", visible=False, size="sm")
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS,
                     label="Regions",
@@ -87,12 +92,8 @@ def build_demo(
                     max_height=220,
                     wrap=True,
                 )
-                with gr.Row():
-                    geojson = gr.DownloadButton("GeoJSON (EPSG:4326)", visible=False, size="sm")
-                    mask = gr.DownloadButton("Mask GeoTIFF", visible=False, size="sm")
-                    table_csv = gr.DownloadButton("Regions CSV", visible=False, size="sm")
             with gr.Column(scale=6):
-                chat = gr.Chatbot(label="Chat", height=470, group_consecutive_messages=False)
+                chat = gr.Chatbot(label="Chat", height=430, group_consecutive_messages=False)
                 with gr.Row():
                     question = gr.Textbox(
                         show_label=False,

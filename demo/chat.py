@@ -225,11 +225,7 @@ class ChatApp:
             answer: Answer = step.answer  # type: ignore[attr-defined]
             chat.answer = answer
             chat.turns += 1
-            status["metadata"] = {
-                "title": _done_title(answer, step),
-                "status": "done",
-                "duration": round(step.elapsed_s, 1),
-            }
+            status["metadata"] = {"title": _done_title(answer, step), "status": "done"}
             reply["content"] = answer.text or "(no text)"
             if answer.warnings:
                 chat.messages.append(_notes(answer.warnings))
@@ -332,8 +328,12 @@ class ChatApp:
         if len(arrays) == 1:
             return gr.update(value=arrays[0], visible=True), gr.update(value=None, visible=False)
         labels = chat.session.dates or tuple(chat.names)
-        pair = [render.captioned(a, label) for a, label in zip(render.same_size(arrays), labels)]
-        return gr.update(value=None, visible=False), gr.update(value=tuple(pair), visible=True)
+        before, after = render.same_size(arrays)
+        pair = (
+            render.captioned(before, labels[0]),
+            render.captioned(after, labels[1], corner="bottom-right"),
+        )
+        return gr.update(value=None, visible=False), gr.update(value=pair, visible=True)
 
 
 def _shown(chat: ChatSession) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ class Example:
 EXAMPLES = [
     Example("Water · NAIP 2020, 5 m", ("naip_2020_256.tif",), "Outline the water."),
     Example(
-        "Change · NAIP 2009 → 2020", ("naip_2009_256.tif", "naip_2020_256.tif"), "Segment the changed areas."
+        "Change · NAIP 2009 vs 2020", ("naip_2009_256.tif", "naip_2020_256.tif"), "Segment the changed areas."
     ),
     Example(
         "Multispectral RGB + NIR · Haiti, 5 m",
@@ -61,6 +61,7 @@ def suggestions(images: int) -> list[str]:
 
 
 def thumbnail(example: Example) -> np.ndarray:
-    """The example's (later) image as shown in the gallery."""
+    """The example's (later) image with its caption drawn on (the gallery's own captions fall outside a short
+    strip)."""
     preview = render.read_preview(example.paths[-1], example.bands)
-    return render.to_uint8(preview)
+    return render.captioned(render.to_uint8(preview), example.caption)

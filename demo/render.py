@@ -54,11 +54,16 @@ def to_uint8(image: geo.GeoImage) -> np.ndarray:
     return array.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else array
 
 
-def captioned(image: np.ndarray, caption: str) -> np.ndarray:
-    """``image`` with ``caption`` (a date) in its top-left corner, large enough to read at the shown size."""
+def captioned(image: np.ndarray, caption: str, corner: str = "bottom-left") -> np.ndarray:
+    """``image`` with ``caption`` (a date) in a bottom ``corner`` ("bottom-left" / "bottom-right"), large enough
+    to read at the shown size. Bottom, because the page's component labels float over the top-left; in a
+    before/after slider the later date's caption goes right, where the slider shows that image."""
     canvas = Image.fromarray(image).convert("RGBA")
     draw = ImageDraw.Draw(canvas)
-    _label(draw, (8, 6), caption, (0, 0, 0), size=_font_size(canvas.size, 0.045))
+    size = _font_size(canvas.size, 0.045)
+    left, top, right, bottom = draw.textbbox((0, 0), caption, font=_font(size))
+    x = canvas.width - (right - left) - 10 if corner == "bottom-right" else 8
+    _label(draw, (x, canvas.height - (bottom - top) - 12), caption, (0, 0, 0), size=size)
     return np.asarray(canvas.convert("RGB"))
 
 
@@ -89,7 +94,9 @@ def draw_regions(base: np.ndarray, regions: Sequence[Region], scale: float = 1.0
     for index, region in enumerate(regions):
         colour = PALETTE[index % len(PALETTE)]
         anchor = None
-        if region.pixel_polygon:
+        if region.mask is not None:
+            pass  # a mask is its own fill (its box is only where its label goes)
+        elif region.pixel_polygon:
             points = [(x / scale, y / scale) for x, y in region.pixel_polygon]
             draw.polygon(points, outline=(*colour, 255), width=width)
             anchor = min(points, key=lambda p: (p[1], p[0]))

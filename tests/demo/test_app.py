@@ -299,7 +299,7 @@ def test_suggestions_follow_what_is_loaded_and_examples_are_licence_clean_sample
 
 
 def test_a_gallery_click_loads_the_example_and_its_question_is_asked(app):
-    app.claim_example(SimpleNamespace(index=1), user())  # Change · NAIP 2009 → 2020
+    app.claim_example(SimpleNamespace(index=1), user())  # Change · NAIP 2009 vs 2020
     loaded = app.load_example(user())
     assert loaded[3]["visible"] and app.chat(user()).names == list(examples.EXAMPLES[1].files)
     chat = ask(app, examples.EXAMPLES[1].question)[-1][0]
