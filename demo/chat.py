@@ -353,8 +353,10 @@ def _done_title(answer: Answer, step: Progress) -> str:
     title = f"Answered in {step.elapsed_s:.1f} s"
     if step.first_text_s is not None:
         title += f" (first text at {step.first_text_s:.1f} s)"
-    if answer.windows > 1:
+    if answer.windows > 1 and (answer.tiles or answer.regions):
         title += f" · {answer.tiles} of {answer.windows} windows read at full resolution"
+    elif answer.windows > 1:
+        title += " · one pass on the overview (no regions to decode)"
     return title
 
 
