@@ -255,3 +255,29 @@ def test_without_tiling_a_larger_image_is_answered_whole(tiny_checkpoint, tmp_pa
     roof = answer.regions[0]
     assert roof.mask.shape == (600, 800)
     assert roof.pixel_box == pytest.approx((0, 0, 100, 100), abs=1)  # 16 of 128 model px = 100 source px
+
+
+def test_a_per_question_window_budget_overrides_the_assistants(assistant, tmp_path):
+    from rsvlm.assistant import WindowBudget
+
+    path = _write_scene(tmp_path / "scene.tif", 600, 600)
+    scripted(assistant, "<p>the field</p> [SEG].", masks=[np.ones((128, 128), bool)])
+    session = assistant.session()
+    assert session.ask("Outline the field.", images=[path]).tiles == 4  # the assistant's max_tiles
+    assert session.ask("Again.", budget=WindowBudget(max_windows=2)).tiles == 2
+    answer = session.ask("Again.", budget=WindowBudget(max_windows=0))
+    assert answer.tiles == 0 and any("window budget" in w for w in answer.warnings)
+
+
+def test_new_date_labels_start_a_new_conversation_on_the_same_images(assistant):
+    session = assistant.session()
+    session.set_images([NAIP_2009, NAIP_2020])
+    assert session.dates == ("2009", "2020")  # from the file names
+    session.ask("What changed?", max_new_tokens=4)
+    session.ask(
+        "Where?", dates=("2009", "2020"), max_new_tokens=4
+    )  # the same labels: the conversation goes on
+    assert len(session.history) == 4
+    session.ask("And now?", dates=("2009-08-18", "2020-08-31"), max_new_tokens=4)
+    assert len(session.history) == 2 and session.history[0]["content"].startswith("Image 1 (2009-08-18)")
+    assert session.encode_count == 1  # the features of the pair stayed cached
