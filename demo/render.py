@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from rsvlm import geo
 from rsvlm.grounding import Region
@@ -54,18 +54,26 @@ def to_uint8(image: geo.GeoImage) -> np.ndarray:
     return array.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else array
 
 
-def side_by_side(images: Sequence[np.ndarray], labels: Sequence[str], gap: int = 8) -> np.ndarray:
-    """Two dates next to each other, each with its label, for a change question's preview."""
-    height = max(a.shape[0] for a in images)
-    width = sum(a.shape[1] for a in images) + gap * (len(images) - 1)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+def captioned(image: np.ndarray, caption: str, corner: str = "bottom-left") -> np.ndarray:
+    """``image`` with ``caption`` (a date) in a bottom ``corner`` ("bottom-left" / "bottom-right"), large enough
+    to read at the shown size. Bottom, because the page's component labels float over the top-left; in a
+    before/after slider the later date's caption goes right, where the slider shows that image."""
+    canvas = Image.fromarray(image).convert("RGBA")
     draw = ImageDraw.Draw(canvas)
-    x = 0
-    for array, label in zip(images, labels):
-        canvas.paste(Image.fromarray(array), (x, 0))
-        _label(draw, (x + 4, 4), label, (0, 0, 0))
-        x += array.shape[1] + gap
-    return np.asarray(canvas)
+    size = _font_size(canvas.size, 0.045)
+    left, top, right, bottom = draw.textbbox((0, 0), caption, font=_font(size))
+    x = canvas.width - (right - left) - 10 if corner == "bottom-right" else 8
+    _label(draw, (x, canvas.height - (bottom - top) - 12), caption, (0, 0, 0), size=size)
+    return np.asarray(canvas.convert("RGB"))
+
+
+def same_size(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Two dates' previews on one size (an image slider needs it; an aligned pair differs by a pixel at most)."""
+    height, width = images[0].shape[:2]
+    return [
+        a if a.shape[:2] == (height, width) else np.asarray(Image.fromarray(a).resize((width, height)))
+        for a in images
+    ]
 
 
 def draw_regions(base: np.ndarray, regions: Sequence[Region], scale: float = 1.0) -> np.ndarray:
@@ -81,21 +89,28 @@ def draw_regions(base: np.ndarray, regions: Sequence[Region], scale: float = 1.0
         _draw_mask(fill, fill_draw, region.mask, scale, (*colour, MASK_ALPHA))
     canvas = Image.alpha_composite(canvas, fill)
     draw = ImageDraw.Draw(canvas)
+    size = _font_size(canvas.size, 0.028)
+    width = max(2, round(size / 7))
     for index, region in enumerate(regions):
         colour = PALETTE[index % len(PALETTE)]
         anchor = None
-        if region.pixel_polygon:
+        if region.mask is not None:
+            pass  # a mask is its own fill (its box is only where its label goes)
+        elif region.pixel_polygon:
             points = [(x / scale, y / scale) for x, y in region.pixel_polygon]
-            draw.polygon(points, outline=(*colour, 255), width=2)
+            draw.polygon(points, outline=(*colour, 255), width=width)
             anchor = min(points, key=lambda p: (p[1], p[0]))
         elif region.pixel_box:
             x1, y1, x2, y2 = (v / scale for v in region.pixel_box)
             draw.rectangle(
-                (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), outline=(*colour, 255), width=2
+                (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), outline=(*colour, 255), width=width
             )
             anchor = (min(x1, x2), min(y1, y2))
+        if anchor is None and region.mask is not None:
+            anchor = _mask_anchor(region.mask, scale)
         if anchor is not None:
-            _label(draw, (anchor[0] + 2, max(anchor[1] - 14, 0)), f"{index + 1}. {region.label}", colour)
+            xy = (anchor[0] + 2, max(anchor[1] - size - 4, 0))
+            _label(draw, xy, f"{index + 1}. {region.label}", colour, size=size)
     return np.asarray(canvas.convert("RGB"))
 
 
@@ -118,8 +133,32 @@ def _draw_mask(layer: Image.Image, draw: ImageDraw.ImageDraw, mask, scale: float
     layer.paste(solid, (0, 0), Image.fromarray(small.astype(np.uint8) * 255))
 
 
-def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour) -> None:
+def _mask_anchor(mask, scale: float) -> tuple[float, float] | None:
+    """Where a mask's label goes: the top-left of its bounding box, in displayed pixels."""
+    if isinstance(mask, geo.SparseMask):
+        polygons = mask.pixel_polygons()
+        if not polygons:
+            return None
+        x0, y0, _, _ = polygons[0].bounds  # the largest part
+        return x0 / scale, y0 / scale
+    rows, cols = np.nonzero(np.asarray(mask, bool))
+    if not len(rows):
+        return None
+    return cols.min() / scale, rows.min() / scale
+
+
+def _font_size(canvas_size: tuple[int, int], share: float) -> int:
+    """A font size as a share of the image's long side, never below 14 px (the preview is shown ~500 px wide)."""
+    return max(14, round(max(canvas_size) * share))
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)  # Pillow's bundled scalable font: no system font needed
+
+
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour, size: int = 16) -> None:
     x, y = xy
-    left, top, right, bottom = draw.textbbox((x, y), text)
-    draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(255, 255, 255, 200))
-    draw.text((x, y), text, fill=(*colour[:3], 255) if len(colour) >= 3 else colour)
+    font = _font(size)
+    left, top, right, bottom = draw.textbbox((x, y), text, font=font)
+    draw.rectangle((left - 3, top - 2, right + 3, bottom + 2), fill=(255, 255, 255, 215))
+    draw.text((x, y), text, fill=(*colour[:3], 255), font=font)

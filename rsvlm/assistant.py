@@ -52,6 +52,16 @@ COARSE_TO_FINE_WINDOWS = 100
 MAX_BOXES = 500
 
 
+@dataclass(frozen=True)
+class WindowBudget:
+    """How much of a large scene one answer reads at full resolution: windows (None: no cap) and seconds
+    (None: no limit). ``Session.ask(..., budget=...)`` sets it per question (a chat's "Options"); without it the
+    assistant's ``max_tiles`` and ``time_budget_s`` apply."""
+
+    max_windows: int | None = None
+    seconds: float | None = None
+
+
 @dataclass
 class Answer:
     """One reply: display text, grounded regions (pixel + CRS geometry), and every warning met on the way."""
@@ -267,21 +277,26 @@ class Session:
         max_new_tokens: int = 128,
         streamer=None,
         progress: Callable[[int, int], None] | None = None,
+        budget: WindowBudget | None = None,
     ) -> Answer:
         """One turn. ``streamer(text_piece)`` gets the answer's text as it is generated (for a large scene: the
         overview answer, before any window is read); ``progress(done, total)`` the windows of a large scene as
-        they are decoded. ``cancel()`` from another thread ends a large scene's window pass early."""
+        they are decoded. ``cancel()`` from another thread ends a large scene's window pass early; an exception
+        raised by ``streamer`` ends the generation (and propagates). ``dates`` without ``images`` relabels the
+        session's two dates (see ``set_dates``)."""
         if not question or not question.strip():
             raise ValueError("the question is empty")
         self._cancel.clear()
         if images:
-            self._set_images(images, bands=bands, dates=dates)
+            self.set_images(images, bands=bands, dates=dates)
+        elif dates is not None:
+            self.set_dates(dates)
         if not self.images:
             raise ValueError("no image: give one image (or two dates) with the first question")
         first = self.images[0]
         if self._is_large(first.source_shape) and len(self.images) == 1:
             return self._ask_large_scene(
-                question, max_new_tokens=max_new_tokens, streamer=streamer, progress=progress
+                question, max_new_tokens=max_new_tokens, streamer=streamer, progress=progress, budget=budget
             )
         answer, *_ = self._turn(
             question, self.images, max_new_tokens=max_new_tokens, streamer=streamer, remember=True
@@ -292,12 +307,21 @@ class Session:
         self.history.clear()
 
     def cancel(self) -> None:
-        """End a running large-scene answer after its current batch of windows (the chat calls it when a new
-        question comes); the answer returns what was decoded so far and says what was not read."""
+        """End a running large-scene answer after its current batch of windows (a chat's Stop button); the answer
+        returns what was decoded so far and says what was not read."""
         self._cancel.set()
 
     # ------------------------------------------------------------------------------------------------------------
-    def _set_images(self, images, *, bands, dates) -> None:
+    def set_images(
+        self,
+        images: list[str | Path | geo.GeoImage],
+        *,
+        bands: str | list[int] | None = None,
+        dates: tuple[str, str] | None = None,
+    ) -> None:
+        """Read one image (or two dates, aligned) for the questions to come; a new conversation. Raises
+        ``RasterError`` (a ``ValueError``) on a bad file, so a chat can refuse an upload before any question.
+        Two dates without ``dates`` are labelled from their file names (20090818 -> 2009-08-18), else 'date N'."""
         if len(images) > 2:
             raise ValueError(f"give one image, or two dates for change questions (got {len(images)})")
         self.bands = bands
@@ -309,6 +333,13 @@ class Session:
         self.history.clear()  # a new image starts a new conversation
         # ...and drops the old features: an in-memory upload has no path, so two of the same size would share a key.
         self._features.clear()
+
+    def set_dates(self, dates: tuple[str, str]) -> None:
+        """New labels for the two dates. The labels are part of the first user turn only, so a change starts a new
+        conversation (on the same images: their encoded features stay cached)."""
+        if len(self.images) == 2 and tuple(dates) != self.dates:
+            self.dates = (dates[0], dates[1])
+            self.history.clear()
 
     def _load(self, image, bands) -> geo.GeoImage:
         if isinstance(image, geo.GeoImage):
@@ -537,7 +568,9 @@ class Session:
         return region
 
     # ------------------------------------------------------------------------------------------------------------
-    def _ask_large_scene(self, question: str, *, max_new_tokens: int, streamer=None, progress=None) -> Answer:
+    def _ask_large_scene(
+        self, question: str, *, max_new_tokens: int, streamer=None, progress=None, budget: WindowBudget | None
+    ) -> Answer:
         """One language pass on the overview, then its mask prompts decoded on the scene's windows, stitched.
 
         Memory is bounded by a batch of windows' pixels and features, and each region's mask as the 256² blocks
@@ -569,6 +602,8 @@ class Session:
                 overview_answer, grid_transform, (height, width), windows=len(windows), tiles=0, timings=timings,
                 warnings=warnings, text=overview_answer.text or "Found nothing.",
             )  # fmt: skip
+        if budget is None:
+            budget = WindowBudget(assistant.max_tiles, assistant.time_budget_s)
         coarse = assistant.coarse_to_fine
         if coarse is None:
             coarse = len(windows) > COARSE_TO_FINE_WINDOWS
@@ -581,8 +616,8 @@ class Session:
             (height, width),
             overview=overview_masks,
             coarse_to_fine=coarse,
-            max_windows=assistant.max_tiles,
-            time_budget_s=assistant.time_budget_s,
+            max_windows=budget.max_windows,
+            time_budget_s=budget.seconds,
             batch_size=assistant.window_batch,
             progress=progress,
             should_stop=self._cancel.is_set,

@@ -3,7 +3,7 @@
     rsvlm ask IMAGE [IMAGE2] -q "question" [--model default|PATH] [--out answer.json] [--geojson FILE]
               [--mask-tif FILE] [--bands PRESET] [--max-windows N] [--time-budget S] [--coarse-to-fine on|off]
     rsvlm chat IMAGE [IMAGE2]            # a multi-turn conversation in the terminal
-    rsvlm serve [--model PATH] [--port 7860]                       # the Gradio chat (demo/)
+    rsvlm serve [--model PATH] [--host H] [--port P] [--max-file-size 1gb]  # the Gradio chat (demo/)
     rsvlm gen ...                                                  # instruction data (data_gen/README.md)
     rsvlm convert FORMAT SRC --images DIR --out out/ds             # a foreign instruction set (data_gen/convert/)
     rsvlm train --recipe default-cpu --data out/ds --out out/run   # fine-tune (train/README.md)

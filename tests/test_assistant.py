@@ -297,7 +297,9 @@ def test_presence_yes_or_no_follows_the_mask_of_the_phrase_the_model_names(assis
 
 def test_a_relation_yes_no_stays_the_models(assistant):
     prompts: list[str] = []
-    _two_answers(assistant, "Yes, the road is north of it.", "road</p> [SEG]", np.zeros((4, 4), bool), prompts)
+    _two_answers(
+        assistant, "Yes, the road is north of it.", "road</p> [SEG]", np.zeros((4, 4), bool), prompts
+    )
     answer = assistant.session().ask("Is the road north of the river?", images=[NAIP_2020])
     assert answer.text.startswith("Yes, the road") and len(prompts) == 1  # no probe
 
@@ -315,3 +317,29 @@ def test_boxes_asked_for_but_missing_are_cut_from_the_named_mask(assistant):
     big, small = (r.pixel_box for r in answer.regions)
     assert (big[2] - big[0]) * (big[3] - big[1]) > (small[2] - small[0]) * (small[3] - small[1])
     assert "2 boxes" in answer.text
+
+
+def test_a_per_question_window_budget_overrides_the_assistants(assistant, tmp_path):
+    from rsvlm.assistant import WindowBudget
+
+    path = _write_scene(tmp_path / "scene.tif", 600, 600)
+    scripted(assistant, "<p>the field</p> [SEG].", masks=[np.ones((128, 128), bool)])
+    session = assistant.session()
+    assert session.ask("Outline the field.", images=[path]).tiles == 4  # the assistant's max_tiles
+    assert session.ask("Again.", budget=WindowBudget(max_windows=2)).tiles == 2
+    answer = session.ask("Again.", budget=WindowBudget(max_windows=0))
+    assert answer.tiles == 0 and any("window budget" in w for w in answer.warnings)
+
+
+def test_new_date_labels_start_a_new_conversation_on_the_same_images(assistant):
+    session = assistant.session()
+    session.set_images([NAIP_2009, NAIP_2020])
+    assert session.dates == ("2009", "2020")  # from the file names
+    session.ask("What changed?", max_new_tokens=4)
+    session.ask(
+        "Where?", dates=("2009", "2020"), max_new_tokens=4
+    )  # the same labels: the conversation goes on
+    assert len(session.history) == 4
+    session.ask("And now?", dates=("2009-08-18", "2020-08-31"), max_new_tokens=4)
+    assert len(session.history) == 2 and session.history[0]["content"].startswith("Image 1 (2009-08-18)")
+    assert session.encode_count == 1  # the features of the pair stayed cached
