@@ -68,3 +68,39 @@ def test_boxes_asked_for_are_boxes_of_patches_inside_the_image(assistant):
     answer = assistant.session().ask("Box all the ponds.", images=[DATA / "naip_2020_256.tif"])
     boxes = [r.pixel_box for r in answer.regions if r.pixel_box is not None]
     assert boxes and all(0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256 for x1, y1, x2, y2 in boxes), answer
+
+
+def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
+    """Issue 8's seam check on the trained default: the NAIP tile at 2x (512²) as four-plus overlapping 256 px
+    windows, stitched, against the same weights reading the whole 512² scene in one pass ("water")."""
+    import numpy as np
+    import torch
+
+    from rsvlm import geo, scene
+    from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
+    from rsvlm.tiling import plan_windows
+
+    rgb = torch.as_tensor(geo.read_image(DATA / "naip_2020_256.tif").rgb(), dtype=torch.float32)
+    pixels = torch.nn.functional.interpolate(rgb[None], scale_factor=2, mode="bilinear")[0]  # [3, 512, 512]
+    ones = np.ones((512, 512), bool)
+
+    def decode(model, windows):
+        processor = model.get_processor()
+
+        def read(window):
+            x, y, w, h = window
+            tensor, meta = processor.preprocess_image(pixels[:, y : y + h, x : x + w])
+            return tensor, meta, ones[y : y + h, x : x + w]
+
+        with torch.no_grad():
+            prompts = scene.ScenePrompts(["water"], scene.mask_prompts(model, None, ["water"]), [True])
+            return scene.decode_scene(model, read, windows, prompts, (512, 512)).masks[0].to_dense()
+
+    windowed = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT).eval()
+    whole = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT, image_size=512).eval()
+    stitched = decode(windowed, plan_windows(512, 512, 256, assistant.tile_overlap))
+    single = decode(whole, [(0, 0, 512, 512)])
+    assert 0.2 < single.mean() < 0.8
+    iou = (stitched & single).sum() / (stitched | single).sum()
+    print(f"stitched vs one pass IoU {iou:.3f}")
+    assert iou >= 0.9

@@ -165,9 +165,9 @@ def summarise(rows: dict) -> dict:
         if entries:  # pooled over every scored pixel, as change detection reports F1 (BIT_CD)
             tp, fp, fn, n = (sum(e[4][k] for e in entries) for k in range(4))
             out["f1_pooled"] = 2 * tp / max(1, 2 * tp + fp + fn)
-            out["f1_pooled_whole"] = (
-                2 * (tp + fn) / max(1, (tp + fn) + n)
-            )  # whole-image mask: fp = n - positives
+            # The whole-image mask predicts every scored pixel: tp + fn positives, fp = n - positives.
+            out["f1_pooled_whole"] = 2 * (tp + fn) / max(1, (tp + fn) + n)
+            out["pixels_tp_fp_fn_n"] = [tp, fp, fn, n]  # so groups of sources can be pooled afterwards
         return out
 
     by_concept = defaultdict(list)
