@@ -7,6 +7,8 @@ Why: a gen test split asks "is there any X?" a handful of times per source, most
 accuracy says little. This collects every presence question (``rsvlm.presence.asks_presence``) with a yes/no
 reference from any turn of any row, one question per row (turned into the row's first turn, so the gen reader
 scores it), and keeps as many "no" as "yes" per source and kind (one image / two dates), drawn with a fixed seed.
+Questions about a taxonomy's catch-all class ("Do you see background?") are left out: "background" is what is not
+any class, not a thing a person asks to find, and the decoder is not trained on it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from rsvlm import presence
+
+CATCH_ALL = {"background", "other", "clutter", "land", "unlabeled", "unlabelled", "no data"}
 
 
 def presence_rows(rows: list[dict], source: str) -> list[tuple[tuple, bool, dict]]:
@@ -35,6 +39,8 @@ def presence_rows(rows: list[dict], source: str) -> list[tuple[tuple, bool, dict
             answer = turns[k + 1]["content"]
             yes = presence.leading_yes_no(answer)
             if yes is None or "[SEG]" in answer or not presence.asks_presence(question, two_dates):
+                continue
+            if not two_dates and presence.question_subject(question) in CATCH_ALL:
                 continue
             single = {
                 **row,

@@ -443,12 +443,11 @@ class Session:
         valid = int(reference.valid.sum()) if reference.valid is not None else None
         valid = valid or int(np.prod(reference.data.shape[1:]))
         two_dates = len(images) == 2
-        if (
-            not regions
-            and presence.leading_yes_no(parsed.text) is not None
-            and presence.asks_presence(question, two_dates)
-        ):
-            region = self._phrase_mask(conversation, features, reference, meta, warnings)
+        if presence.asks_presence(question, two_dates):
+            # Whatever the model said ("No.", "None here: ...", a mask of something else), the yes or no is the
+            # mask's (rsvlm.presence): of the question's own subject, or of the phrase the model names.
+            subject = None if two_dates else presence.question_subject(question)
+            region = self._phrase_mask(conversation, features, reference, meta, warnings, phrase=subject)
             if region is not None:
                 present = presence.is_present(int(region.mask.sum()), valid)
                 label = "change" if two_dates else region.label
@@ -481,22 +480,25 @@ class Session:
         )
         return answer, result, meta, features
 
-    def _phrase_mask(self, conversation, features, reference, meta, warnings) -> Region | None:
-        """The mask (source pixels) of what the question is about, or None when the model names nothing: the
-        model continues an answer forced to open with ``<p>``, and the phrase it closes prompts the decoder."""
+    def _phrase_mask(self, conversation, features, reference, meta, warnings, phrase=None) -> Region | None:
+        """The mask (source pixels) of ``phrase``, or of what the question is about: the model continues an answer
+        forced to open with ``<p>``, and the phrase it closes prompts the decoder (None when it closes none)."""
         assistant = self.assistant
         processor = assistant.processor
-        inputs = processor.prompt_for_generation(conversation)
-        opener = processor.tokenizer("<p>", add_special_tokens=False, return_tensors="pt")["input_ids"]
-        input_ids = torch.cat([inputs["input_ids"], opener], dim=1)
         with assistant.lock, assistant.inference():
-            result = assistant.model.generate(
-                input_ids=input_ids.to(assistant.model.device),
-                attention_mask=torch.ones_like(input_ids).to(assistant.model.device),
-                image_features=features,
-                max_new_tokens=16,
-            )
-            phrase = presence.phrase_from_continuation(processor.decode(result.sequences[0]))
+            if phrase is None:
+                inputs = processor.prompt_for_generation(conversation)
+                opener = processor.tokenizer("<p>", add_special_tokens=False, return_tensors="pt")[
+                    "input_ids"
+                ]
+                input_ids = torch.cat([inputs["input_ids"], opener], dim=1)
+                result = assistant.model.generate(
+                    input_ids=input_ids.to(assistant.model.device),
+                    attention_mask=torch.ones_like(input_ids).to(assistant.model.device),
+                    image_features=features,
+                    max_new_tokens=16,
+                )
+                phrase = presence.phrase_from_continuation(processor.decode(result.sequences[0]))
             if phrase is None:
                 return None
             logits = assistant.model.decode_masks(None, [0], features, [phrase])[0]

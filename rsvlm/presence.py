@@ -3,11 +3,13 @@
 "Is there any water?" / "Did this area change?": the 135M LLM's own yes or no is close to a coin toss on images it
 has not seen (2 of 8 on the held-out presence questions), while the phrase-prompted mask decoder finds water,
 buildings and change far more reliably. So for a presence question the assistant asks the LLM only *what* the
-question is about (it continues an answer forced to start with ``<p>`` and names the phrase it would outline),
-decodes that phrase's mask, and answers yes when the mask covers more than ``MIN_SHARE`` of the valid pixels. The
+question is about, decodes that phrase's mask, and answers yes when the mask covers more than ``MIN_SHARE`` of the valid pixels. The
 mask goes back as the answer's region, so the yes comes with where and how much, measured like every other number.
 
-Only questions that ask whether something is there (``asks_presence``) are answered this way; a yes/no about a
+The phrase is the question's own subject when it has one of a few words ("Is there any *water*?",
+``question_subject``): the user's words are a better prompt than a small model's paraphrase. Otherwise the model
+names it: it continues an answer forced to open with ``<p>``. Only questions that ask whether something is there
+(``asks_presence``) are answered this way, whatever the model first said ("No.", "None here: …"); a yes/no about a
 relation ("is the road north of the river?") stays the model's.
 """
 
@@ -46,6 +48,23 @@ def asks_presence(question: str, two_dates: bool = False) -> bool:
     return not _RELATION.search(q) and not _CHANGE.search(q)
 
 
+# Words of a presence question that are not its subject: the question's frame, the image, and the place.
+_FRAME = re.compile(
+    r"\b(?:answer yes or no|is|are|do|does|did|can|could|has|have|was|were|there|any|anything|some|you|i|we|see|"
+    r"spot|find|visible|anywhere|present|appear|appears|contain|contains|show|shows|covered|by|part|parts|areas?|"
+    r"of|in|on|at|this|the|these|an|a|image|images|picture|photo|scene|tile|view|aerial|satellite|here|it|"
+    r"from above)\b",
+    re.IGNORECASE,
+)
+
+
+def question_subject(question: str) -> str | None:
+    """The thing a presence question asks about, from its own words ("Is any part of this image covered by
+    water?" -> "water"), or None when what is left is not a short phrase (then the model names it)."""
+    words = _FRAME.sub(" ", re.sub(r"[^\w\s-]", " ", question)).split()
+    return " ".join(words).lower() if 1 <= len(words) <= 3 else None
+
+
 def asks_absence(question: str) -> bool:
     return bool(_ABSENCE.search(question))
 
@@ -71,6 +90,7 @@ def is_present(mask_pixels: int, valid_pixels: int) -> bool:
 
 def answer_text(present: bool, phrase: str, absence_question: bool) -> str:
     """ "Yes." / "No: no water found." (the measured facts of the region follow a yes)."""
+    phrase = re.sub(r"^(?:all\s+)?(?:the|a|an)\s+", "", phrase.strip(), flags=re.IGNORECASE) or phrase
     yes = present != absence_question
     if present:
         return "Yes." if yes else "No."

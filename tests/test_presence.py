@@ -51,3 +51,25 @@ def test_presence_needs_more_than_a_speck():
     assert not presence.is_present(100, 256 * 256)  # 0.15 % of the pixels
     assert presence.is_present(200, 256 * 256)
     assert not presence.is_present(0, 0)
+
+
+@pytest.mark.parametrize(
+    "question, subject",
+    [
+        ("Is there any water in this image?", "water"),
+        ("Is any part of this image covered by road?", "road"),
+        ("Is forest visible anywhere in the picture?", "forest"),
+        ("Can you see any swimming pools here?", "swimming pools"),
+        ("Answer yes or no: is there bare land in the image", "bare land"),
+        (
+            "Is there a road north of the big river with many boats?",
+            None,
+        ),  # not a short phrase: the model names it
+    ],
+)
+def test_question_subject(question, subject):
+    assert presence.question_subject(question) == subject
+
+
+def test_the_phrase_in_a_no_reads_naturally():
+    assert presence.answer_text(False, "the road", absence_question=False) == "No: no road found."
