@@ -443,18 +443,21 @@ class Session:
         valid = int(reference.valid.sum()) if reference.valid is not None else None
         valid = valid or int(np.prod(reference.data.shape[1:]))
         two_dates = len(images) == 2
-        if presence.asks_presence(question, two_dates):
+        asks_presence = presence.asks_presence(question, two_dates)
+        if asks_presence:
             # Whatever the model said ("No.", "None here: ...", a mask of something else), the yes or no is the
-            # mask's (rsvlm.presence): of the question's own subject, or of the phrase the model names.
-            subject = None if two_dates else presence.question_subject(question)
+            # mask's (rsvlm.presence): of the question's own subject (for two dates: the change), or of the
+            # phrase the model names.
+            subject = presence.CHANGE_PHRASE if two_dates else presence.question_subject(question)
             region = self._phrase_mask(conversation, features, reference, meta, warnings, phrase=subject)
             if region is not None:
-                present = presence.is_present(int(region.mask.sum()), valid)
+                min_share = getattr(assistant.model.config, "presence_min_share", presence.MIN_SHARE)
+                present = presence.is_present(int(region.mask.sum()), valid, min_share)
                 label = "change" if two_dates else region.label
                 text = presence.answer_text(present, label, presence.asks_absence(question))
                 regions = [region] if present else []
         wanted = asked.element(question)
-        if wanted and not asked.has_element(regions, wanted):
+        if wanted and not asks_presence and not asked.has_element(regions, wanted):
             # The element asked for is missing: cut it from the mask of the phrase the model names (rsvlm.asked).
             region = self._phrase_mask(conversation, features, reference, meta, warnings)
             if region is not None and presence.is_present(int(region.mask.sum()), valid):

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import re
 
-# The share of valid pixels a mask must cover to count as "there": the stage A evaluation's presence threshold.
+# The share of valid pixels a mask must cover to count as "there", unless the checkpoint's config carries its own
+# calibrated ``presence_min_share`` (``python -m train.calibrate``): the stage A evaluation's presence threshold.
 MIN_SHARE = 0.002
+# What the change path was trained to segment (train.heads_data.CHANGE_PHRASES[0]).
+CHANGE_PHRASE = "the changed areas"
 
 _ASKS = re.compile(
     r"^\s*(?:answer yes or no:?\s*)?(?:is|are|do|does|did|can|could|has|have|was|were)\b"
@@ -84,8 +87,8 @@ def phrase_from_continuation(text: str) -> str | None:
     return phrase or None
 
 
-def is_present(mask_pixels: int, valid_pixels: int) -> bool:
-    return valid_pixels > 0 and mask_pixels > MIN_SHARE * valid_pixels
+def is_present(mask_pixels: int, valid_pixels: int, min_share: float = MIN_SHARE) -> bool:
+    return valid_pixels > 0 and mask_pixels > min_share * valid_pixels
 
 
 def answer_text(present: bool, phrase: str, absence_question: bool) -> str:

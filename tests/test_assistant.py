@@ -343,3 +343,17 @@ def test_new_date_labels_start_a_new_conversation_on_the_same_images(assistant):
     session.ask("And now?", dates=("2009-08-18", "2020-08-31"), max_new_tokens=4)
     assert len(session.history) == 2 and session.history[0]["content"].startswith("Image 1 (2009-08-18)")
     assert session.encode_count == 1  # the features of the pair stayed cached
+
+
+def test_a_calibrated_presence_share_in_the_config_is_used(assistant):
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    decoded[:1, : size // 2] = True  # under 1 % of the image: a few stray pixels
+    prompts: list[str] = []
+    _two_answers(assistant, "Yes.", "water</p> [SEG]", decoded, prompts)
+    assistant.model.config.presence_min_share = 0.03
+    try:
+        answer = assistant.session().ask("Is there any water in this image?", images=[NAIP_2020])
+    finally:
+        del assistant.model.config.presence_min_share
+    assert answer.text.startswith("No: no water found.")

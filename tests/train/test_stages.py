@@ -186,3 +186,11 @@ def test_combine_takes_the_heads_of_stage_a_and_the_rest_of_stage_b(corpus, init
             source = rest
         assert torch.equal(value, source[key]), key
     assert json.loads((out / "config.json").read_text())["bce_weight"] == RSVLMConfig().bce_weight
+
+
+def test_calibration_picks_the_share_that_separates_yes_from_no():
+    from train.calibrate import best_share
+
+    pairs = [(0.015, False)] * 20 + [(0.0, False)] * 20 + [(0.04, True)] * 30 + [(0.3, True)] * 10
+    share, scores = best_share(pairs)
+    assert share == 0.02 and scores[share] == 1.0 and scores[0.001] < 1.0
