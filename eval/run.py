@@ -207,6 +207,16 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _elements(answer: Answer) -> dict[str, int]:
+    """What the delivered answer carries (``eval.protocol --delivered``): non-empty masks, boxes, oriented boxes."""
+    masks = sum(r.mask is not None and bool(np.asarray(r.mask).any()) for r in answer.regions)
+    obbs = sum(r.pixel_polygon is not None for r in answer.regions)
+    boxes = sum(
+        r.pixel_box is not None and r.pixel_polygon is None and r.mask is None for r in answer.regions
+    )
+    return {"masks": int(masks), "boxes": int(boxes), "obbs": int(obbs)}
+
+
 def _scored(row: dict[str, Any]) -> bool:
     return any(k in row for k in ("iou", "mask_ious", "correct", "abs_error", "text"))
 
@@ -342,6 +352,7 @@ def run_one(
         "answer": answer.text,
         "raw_text": answer.raw_text,
         "refs": record.texts,
+        "elements": _elements(answer),
         **scores,
         "warnings": list(answer.warnings),
         "error": error,
