@@ -1,6 +1,6 @@
 """Yes/no presence answers decided by the mask decoder, not by the language model's guess.
 
-"Is there any water?" / "Did this area change?": the 135M LLM's own yes or no is close to a coin toss on images it
+"Is there any water?": the 135M LLM's own yes or no is close to a coin toss on images it
 has not seen (2 of 8 on the held-out presence questions), while the phrase-prompted mask decoder finds water,
 buildings and change far more reliably. So for a presence question the assistant asks the LLM only *what* the
 question is about, decodes that phrase's mask, and answers yes when the mask covers more than ``MIN_SHARE`` of the valid pixels. The
@@ -20,8 +20,6 @@ import re
 # The share of valid pixels a mask must cover to count as "there", unless the checkpoint's config carries its own
 # calibrated ``presence_min_share`` (``python -m train.calibrate``): the stage A evaluation's presence threshold.
 MIN_SHARE = 0.002
-# What the change path was trained to segment (train.heads_data.CHANGE_PHRASES[0]).
-CHANGE_PHRASE = "the changed areas"
 
 _ASKS = re.compile(
     r"^\s*(?:answer yes or no:?\s*)?(?:is|are|do|does|did|can|could|has|have|was|were)\b"
