@@ -457,7 +457,8 @@ class Session:
                 text = presence.answer_text(present, region.label, presence.asks_absence(question))
                 regions = [region] if present else []
         wanted = asked.element(question)
-        if wanted and not asks_presence and not asked.has_element(regions, wanted):
+        asks_yes_no = asks_presence or (two_dates and presence.asks_presence(question, two_dates=True))
+        if wanted and not asks_yes_no and not asked.has_element(regions, wanted):
             # The element asked for is missing: cut it from the mask of the phrase the model names (rsvlm.asked).
             region = self._phrase_mask(conversation, features, reference, meta, warnings)
             if region is not None and presence.is_present(int(region.mask.sum()), valid):

@@ -357,3 +357,12 @@ def test_a_calibrated_presence_share_in_the_config_is_used(assistant):
     finally:
         del assistant.model.config.presence_min_share
     assert answer.text.startswith("No: no water found.")
+
+
+def test_did_it_change_is_a_yes_no_not_a_request_for_boxes(assistant):
+    prompts: list[str] = []
+    _two_answers(assistant, "Yes, a small part changed.", "x</p> [SEG]", np.zeros((4, 4), bool), prompts)
+    answer = assistant.session().ask("Can you detect any change here?", images=[NAIP_2009, NAIP_2020])
+    assert (
+        answer.text.startswith("Yes, a small part changed.") and len(prompts) == 1
+    )  # "detect" asks no boxes here
