@@ -63,5 +63,7 @@ def suggestions(images: int) -> list[str]:
 def thumbnail(example: Example) -> np.ndarray:
     """The example's (later) image with its caption drawn on (the gallery's own captions fall outside a short
     strip)."""
-    preview = render.read_preview(example.paths[-1], example.bands)
-    return render.captioned(render.to_uint8(preview), example.caption)
+    preview = render.to_uint8(render.read_preview(example.paths[-1], example.bands))
+    # The strip shows only the upper part of each square cell, so the caption sits there, right-aligned (the
+    # gallery's label floats over the first cell's top-left).
+    return render.captioned(preview, example.caption, corner="upper-right")

@@ -56,14 +56,15 @@ def to_uint8(image: geo.GeoImage) -> np.ndarray:
 
 def captioned(image: np.ndarray, caption: str, corner: str = "bottom-left") -> np.ndarray:
     """``image`` with ``caption`` (a date) in a bottom ``corner`` ("bottom-left" / "bottom-right"), large enough
-    to read at the shown size. Bottom, because the page's component labels float over the top-left; in a
+    to read at the shown size ("upper-right": a fifth of the way down, for the examples strip). Bottom, because the page's component labels float over the top-left; in a
     before/after slider the later date's caption goes right, where the slider shows that image."""
     canvas = Image.fromarray(image).convert("RGBA")
     draw = ImageDraw.Draw(canvas)
     size = _font_size(canvas.size, 0.045)
     left, top, right, bottom = draw.textbbox((0, 0), caption, font=_font(size))
-    x = canvas.width - (right - left) - 10 if corner == "bottom-right" else 8
-    _label(draw, (x, canvas.height - (bottom - top) - 12), caption, (0, 0, 0), size=size)
+    x = canvas.width - (right - left) - 10 if corner.endswith("right") else 8
+    y = round(0.22 * canvas.height) if corner == "upper-right" else canvas.height - (bottom - top) - 12
+    _label(draw, (x, y), caption, (0, 0, 0), size=size)
     return np.asarray(canvas.convert("RGB"))
 
 
