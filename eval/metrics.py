@@ -407,11 +407,33 @@ def cider_d(
 
 
 def caption_scores(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of a corpus (METEOR is left out: it needs Java and WordNet)."""
+    """BLEU-1..4, ROUGE-L and CIDEr-D of a corpus, and METEOR where pycocoevalcap and a Java runtime are present
+    (METEOR 1.5 is a Java program with its own paraphrase tables: there is no faithful pure-Python copy)."""
     if not candidates:
         return {}
     b = bleu(candidates, references)
     out = {f"bleu{k + 1}": b[k] for k in range(4)}
     out["rouge_l"] = rouge_l(candidates, references)
     out["cider_d"] = cider_d(candidates, references)
+    score = meteor(candidates, references)
+    if score is not None:
+        out["meteor"] = score
     return out
+
+
+def meteor(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> float | None:
+    """pycocoevalcap's METEOR on PTB tokens (as its COCO pipeline feeds it), or None without it or Java."""
+    import shutil
+
+    if shutil.which("java") is None:
+        return None
+    try:
+        from pycocoevalcap.meteor.meteor import Meteor
+    except ImportError:
+        return None
+    from eval.ptb import ptb_text
+
+    res = {i: [ptb_text(c)] for i, c in enumerate(candidates)}
+    gts = {i: [ptb_text(r) for r in refs] for i, refs in enumerate(references)}
+    score, _ = Meteor().compute_score(gts, res)
+    return float(score)

@@ -54,3 +54,21 @@ def test_bleu_rouge_cider_equal_pycocoevalcaps_on_the_levir_cc_test_split(levir_
     assert [ours[f"bleu{k}"] for k in range(1, 5)] == pytest.approx(bleu, abs=1e-9)
     assert ours["rouge_l"] == pytest.approx(rouge, abs=1e-9)
     assert ours["cider_d"] == pytest.approx(cider, abs=1e-9)
+
+
+def test_meteor_equals_pycocoevalcaps_pipeline_on_the_levir_cc_test_split(levir_cc):
+    """Our METEOR (our PTB tokens into pycocoevalcap's METEOR) against the official pipeline (CoreNLP's tokens)."""
+    ptb = pytest.importorskip("pycocoevalcap.tokenizer.ptbtokenizer")
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime")
+    ids = [k for k in levir_cc if k.startswith("test_")][:200]
+    cands = [levir_cc[k][0] for k in ids]
+    refs = [levir_cc[k][1:] for k in ids]
+    tok = ptb.PTBTokenizer()
+    res = tok.tokenize({i: [{"caption": c}] for i, c in enumerate(cands)})
+    gts = tok.tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(refs)})
+    official, _ = Meteor().compute_score(gts, res)
+    ours = m.caption_scores(cands, refs)
+    assert 0 < ours["meteor"] < 1 and ours["meteor"] == pytest.approx(official, abs=1e-9)
