@@ -73,25 +73,26 @@ def build_demo(
         with gr.Row():
             with gr.Column(scale=5):
                 files = gr.File(label="Images", file_count="multiple", file_types=FILE_TYPES, height=112)
-                view = gr.Image(label="Map", interactive=False, format="png", height=400)
+                view = gr.Image(label="Map", interactive=False, format="png", height=330)
                 slider = gr.ImageSlider(
                     label="Before / after",
                     interactive=False,
                     format="png",
-                    max_height=400,
+                    max_height=330,
                     visible=False,
+                )
+                # The table before the downloads, and a shorter map: at 1400 x 900 its first rows stay in view.
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS,
+                    label="Regions",
+                    interactive=False,
+                    max_height=180,
+                    wrap=True,
                 )
                 with gr.Row():
                     geojson = gr.DownloadButton("GeoJSON (EPSG:4326)", visible=False, size="sm")
                     mask = gr.DownloadButton("Mask GeoTIFF", visible=False, size="sm")
                     table_csv = gr.DownloadButton("Regions CSV", visible=False, size="sm")
-                table = gr.Dataframe(
-                    headers=TABLE_HEADERS,
-                    label="Regions",
-                    interactive=False,
-                    max_height=220,
-                    wrap=True,
-                )
             with gr.Column(scale=6):
                 chat = gr.Chatbot(label="Chat", height=430, group_consecutive_messages=False)
                 with gr.Row():
