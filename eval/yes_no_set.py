@@ -19,6 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from eval.metrics import leading_yes_no
 from rsvlm import presence
 
 CATCH_ALL = {"background", "other", "clutter", "land", "unlabeled", "unlabelled", "no data"}
@@ -37,7 +38,7 @@ def presence_rows(rows: list[dict], source: str) -> list[tuple[tuple, bool, dict
         for k in range(0, len(turns) - 1, 2):
             question = turns[k]["content"].rsplit("\n", 1)[-1] if k == 0 else turns[k]["content"]
             answer = turns[k + 1]["content"]
-            yes = presence.leading_yes_no(answer)
+            yes = leading_yes_no(answer)
             if yes is None or "[SEG]" in answer or not presence.asks_presence(question, two_dates):
                 continue
             if not two_dates and presence.question_subject(question) in CATCH_ALL:

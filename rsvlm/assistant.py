@@ -445,22 +445,23 @@ class Session:
         two_dates = len(images) == 2
         # Two dates keep the model's yes/no: on held-out OSCD pairs the change mask's size said "changed" no better
         # than chance (21 of 62 against the model's 31), while class masks beat the model by far (28 of 36 vs 10).
-        asks_presence = not two_dates and presence.asks_presence(question)
-        if asks_presence:
+        asks_yes_no = presence.asks_presence(question, two_dates)
+        if asks_yes_no and not two_dates:
             # Whatever the model said ("No.", "None here: ...", a mask of something else), the yes or no is the
             # mask's (rsvlm.presence): of the question's own subject, or of the phrase the model names.
             subject = presence.question_subject(question)
-            region = self._phrase_mask(conversation, features, reference, meta, warnings, phrase=subject)
+            region = self._phrase_mask(
+                inputs["input_ids"], features, reference, meta, warnings, phrase=subject
+            )
             if region is not None:
                 min_share = getattr(assistant.model.config, "presence_min_share", presence.MIN_SHARE)
                 present = presence.is_present(int(region.mask.sum()), valid, min_share)
                 text = presence.answer_text(present, region.label, presence.asks_absence(question))
                 regions = [region] if present else []
         wanted = asked.element(question)
-        asks_yes_no = asks_presence or (two_dates and presence.asks_presence(question, two_dates=True))
         if wanted and not asks_yes_no and not asked.has_element(regions, wanted):
             # The element asked for is missing: cut it from the mask of the phrase the model names (rsvlm.asked).
-            region = self._phrase_mask(conversation, features, reference, meta, warnings)
+            region = self._phrase_mask(inputs["input_ids"], features, reference, meta, warnings)
             if region is not None and presence.is_present(int(region.mask.sum()), valid):
                 if wanted == "mask":
                     regions, text = [region], "Here it is."
@@ -484,18 +485,16 @@ class Session:
         )
         return answer, result, meta, features
 
-    def _phrase_mask(self, conversation, features, reference, meta, warnings, phrase=None) -> Region | None:
-        """The mask (source pixels) of ``phrase``, or of what the question is about: the model continues an answer
-        forced to open with ``<p>``, and the phrase it closes prompts the decoder (None when it closes none)."""
+    def _phrase_mask(self, prompt_ids, features, reference, meta, warnings, phrase=None) -> Region | None:
+        """The mask (source pixels) of ``phrase``, or of what the question is about: the model continues the turn's
+        prompt (``prompt_ids``) with an answer forced to open with ``<p>``, and the phrase it closes prompts the
+        decoder (None when it closes none)."""
         assistant = self.assistant
         processor = assistant.processor
         with assistant.lock, assistant.inference():
             if phrase is None:
-                inputs = processor.prompt_for_generation(conversation)
-                opener = processor.tokenizer("<p>", add_special_tokens=False, return_tensors="pt")[
-                    "input_ids"
-                ]
-                input_ids = torch.cat([inputs["input_ids"], opener], dim=1)
+                opener = processor.tokenizer("<p>", add_special_tokens=False, return_tensors="pt")
+                input_ids = torch.cat([prompt_ids, opener["input_ids"]], dim=1)
                 result = assistant.model.generate(
                     input_ids=input_ids.to(assistant.model.device),
                     attention_mask=torch.ones_like(input_ids).to(assistant.model.device),

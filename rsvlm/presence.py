@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from rsvlm.grounding import normalise_phrase
+
 # The share of valid pixels a mask must cover to count as "there", unless the checkpoint's config carries its own
 # calibrated ``presence_min_share`` (``python -m train.calibrate``): the stage A evaluation's presence threshold.
 MIN_SHARE = 0.002
@@ -71,12 +73,6 @@ def asks_absence(question: str) -> bool:
     return bool(_ABSENCE.search(question))
 
 
-def leading_yes_no(text: str) -> bool | None:
-    """The yes / no an answer starts with, or None."""
-    m = re.match(r"\W*(yes|no)\b", text or "", re.IGNORECASE)
-    return None if m is None else m.group(1).lower() == "yes"
-
-
 def phrase_from_continuation(text: str) -> str | None:
     """The phrase of a continuation of ``<p>``: ``"water</p> [SEG]"`` -> ``"water"`` (None if not closed)."""
     if "</p>" not in text:
@@ -92,7 +88,7 @@ def is_present(mask_pixels: int, valid_pixels: int, min_share: float = MIN_SHARE
 
 def answer_text(present: bool, phrase: str, absence_question: bool) -> str:
     """ "Yes." / "No: no water found." (the measured facts of the region follow a yes)."""
-    phrase = re.sub(r"^(?:all\s+)?(?:the|a|an)\s+", "", phrase.strip(), flags=re.IGNORECASE) or phrase
+    phrase = normalise_phrase(phrase) or phrase  # "the road" -> "road"
     yes = present != absence_question
     if present:
         return "Yes." if yes else "No."

@@ -79,6 +79,7 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
     from rsvlm import geo, scene
     from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
     from rsvlm.tiling import plan_windows
+    from tests.test_scene import border_band
 
     rgb = torch.as_tensor(geo.read_image(DATA / "naip_2020_256.tif").rgb(), dtype=torch.float32)
     pixels = torch.nn.functional.interpolate(rgb[None], scale_factor=2, mode="bilinear")[0]  # [3, 512, 512]
@@ -102,12 +103,7 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
     single = decode(whole, [(0, 0, 512, 512)])
     assert 0.2 < single.mean() < 0.8
     windows = plan_windows(512, 512, 256, assistant.tile_overlap)
-    seam = np.zeros((512, 512), bool)  # 4 px either side of every border between window cores
-    for x0, y0, x1, y1 in scene.window_cores(windows, 512, 512):
-        for edge in {x0, x1} - {0, 512}:
-            seam[:, edge - 4 : edge + 4] = True
-        for edge in {y0, y1} - {0, 512}:
-            seam[edge - 4 : edge + 4, :] = True
+    seam = border_band(windows, 512, 512, 4)
     differ = stitched != single
     iou = (stitched & single).sum() / (stitched | single).sum()
     print(f"stitched vs one pass IoU {iou:.3f}; disagreement {differ[seam].mean():.3f} at borders, "

@@ -202,6 +202,17 @@ def test_generate_returns_the_seg_states_and_phrases_it_decoded(tiny_model):
     torch.testing.assert_close(again, result.masks[0])
 
 
+def border_band(windows, width: int, height: int, half: int) -> np.ndarray:
+    """``half`` px either side of every border between the windows' cores (where a seam would show)."""
+    band = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in scene.window_cores(windows, width, height):
+        for edge in {x0, x1} - {0, width}:
+            band[:, edge - half : edge + half] = True
+        for edge in {y0, y1} - {0, height}:
+            band[edge - half : edge + half, :] = True
+    return band
+
+
 def test_stitched_masks_match_one_pass_over_a_scene_that_fits_whole(tiny_checkpoint, tmp_path):
     """The real tiny decoder on 128 px windows of a 384² scene vs. the same weights on the scene in one pass."""
     from rsvlm.modeling_rsvlm import RSVLMForConditionalGeneration
@@ -238,12 +249,7 @@ def test_stitched_masks_match_one_pass_over_a_scene_that_fits_whole(tiny_checkpo
     single = decode(whole, [(0, 0, 384, 384)], threshold)
     assert 0.3 < single.mean() < 0.7
     windows = plan_windows(384, 384, 128, 0.125)
-    seam = np.zeros((384, 384), bool)  # 3 px either side of every border between window cores
-    for x0, y0, x1, y1 in scene.window_cores(windows, 384, 384):
-        for edge in {x0, x1} - {0, 384}:
-            seam[:, edge - 3 : edge + 3] = True
-        for edge in {y0, y1} - {0, 384}:
-            seam[edge - 3 : edge + 3, :] = True
+    seam = border_band(windows, 384, 384, 3)
     differ = stitched != single
     # A random decoder's context is relative to its window (positional encoding, global attention), so the two
     # differ by a few % everywhere at a threshold this close to the logits' median; what stitching must not add

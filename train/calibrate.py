@@ -24,8 +24,8 @@ import yaml
 
 from rsvlm.atomic import write_text_atomic
 from train.corpus import DEFAULT_RECIPE
-from train.heads import build_model, cap_per_source, decode
-from train.heads_data import collect_tiles, encode_items, item_target
+from train.heads import build_model, cap_per_source, scored_predictions
+from train.heads_data import collect_tiles, encode_items
 
 CANDIDATES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
 
@@ -36,22 +36,12 @@ def predicted_shares(model, corpus: Path, recipe: dict, split: str, cap: int, se
 
     tiles = cap_per_source(collect_tiles(corpus, recipe, {split}), cap, seed)
     items = encode_items(model, tiles, 1, seed)
-    processor = model.get_processor()
-    jobs = [(i, t) for i in range(len(items.tile_index)) for t in tiles[items.tile_index[i]].targets]
     out = []
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(jobs), 32):
-            chunk = jobs[start : start + 32]
-            logits = decode(model, items, [i for i, _ in chunk], [t.phrases[0] for _, t in chunk])
-            for (i, target), lg in zip(chunk, logits):
-                truth, weight = item_target(items, tiles, processor, i, target)
-                scored = weight > 0
-                n = int(scored.sum())
-                positives = int((truth[scored] > 0.5).sum())
-                if n == 0 or 0 < positives < min_component_pixels(*target.mask.shape):
-                    continue
-                out.append((float((lg[scored] > 0).float().mean()), positives > 0))
+    for _, target, truth, pred in scored_predictions(model, items, tiles):
+        positives = int(truth.sum())
+        if truth.numel() == 0 or 0 < positives < min_component_pixels(*target.mask.shape):
+            continue
+        out.append((float(pred.float().mean()), positives > 0))
     return out
 
 

@@ -40,6 +40,7 @@ from safetensors.torch import load_file
 
 from rsvlm.atomic import write_text_atomic
 from train import checkpoint as ckpt
+from train.combine import CHANGE_PREFIXES, HEAD_PREFIXES
 from train.corpus import DEFAULT_RECIPE
 from train.heads_data import (
     CONCEPTS,
@@ -75,15 +76,11 @@ def cap_per_source(tiles: list[TileTargets], cap: int, seed: int) -> list[TileTa
     return kept
 
 
-HEAD_PARAMETERS = ("mask_decoder.", "phrase_projector.")
-CHANGE_PARAMETERS = ("change_fusion.", "mask_decoder.pair_fuse.")
-
-
 def trainable_parameters(model, change: bool = False) -> list[tuple[str, torch.nn.Parameter]]:
-    names = CHANGE_PARAMETERS if change else HEAD_PARAMETERS
+    names = CHANGE_PREFIXES if change else HEAD_PREFIXES
     named = [(n, p) for n, p in model.named_parameters() if n.startswith(names) and p.requires_grad]
     if not change:  # the pair fusion only ever sees pairs
-        named = [(n, p) for n, p in named if not n.startswith(CHANGE_PARAMETERS)]
+        named = [(n, p) for n, p in named if not n.startswith(CHANGE_PREFIXES)]
     return named
 
 
@@ -118,14 +115,10 @@ def context(model, items: HeadItems, i: int) -> tuple[torch.Tensor, ...]:
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-def evaluate(model, items: HeadItems, tiles: list[TileTargets], max_prompts: int = 4000) -> dict:
-    """gIoU per concept and source, with the whole-image and empty-mask baselines and mask-presence accuracy.
-
-    Per target: IoU over scored pixels, an empty target scoring 1 when the prediction is empty too (GRES's
-    convention); ``skill`` = (gIoU - gIoU of the whole-image mask) / (1 - that), over positive targets.
-    """
+def scored_predictions(model, items: HeadItems, tiles: list[TileTargets], max_prompts: int | None = None):
+    """``(item, target, truth, prediction)`` for every class target of every item, in batches of 32 prompts;
+    ``truth`` and ``prediction`` are bool tensors over the target's scored pixels only (padding, ignore left out)."""
     processor = model.get_processor()
-    rows = defaultdict(list)  # (source, concept) -> [(positive, iou, iou_whole, predicted_any)]
     jobs = [(i, t) for i in range(len(items.tile_index)) for t in tiles[items.tile_index[i]].targets]
     jobs = jobs[:max_prompts]
     model.eval()
@@ -136,16 +129,25 @@ def evaluate(model, items: HeadItems, tiles: list[TileTargets], max_prompts: int
             for (i, target), lg in zip(chunk, logits):
                 tgt, w = item_target(items, tiles, processor, i, target)
                 scored = w > 0
-                truth, pred = tgt[scored] > 0.5, lg[scored] > 0
-                union = (truth | pred).sum().item()
-                iou = 1.0 if union == 0 else (truth & pred).sum().item() / union
-                whole = truth.float().mean().item() if truth.any() else 0.0
-                src = items.sources[i]
-                tp = (truth & pred).sum().item()
-                counts = (tp, pred.sum().item() - tp, truth.sum().item() - tp, truth.numel())
-                rows[(src, target.concept)].append(
-                    (bool(truth.any()), iou, whole, bool(pred.sum() > 0.002 * pred.numel()), counts)
-                )
+                yield i, target, tgt[scored] > 0.5, lg[scored] > 0
+
+
+def evaluate(model, items: HeadItems, tiles: list[TileTargets], max_prompts: int = 4000) -> dict:
+    """gIoU per concept and source, with the whole-image and empty-mask baselines and mask-presence accuracy.
+
+    Per target: IoU over scored pixels, an empty target scoring 1 when the prediction is empty too (GRES's
+    convention); ``skill`` = (gIoU - gIoU of the whole-image mask) / (1 - that), over positive targets.
+    """
+    rows = defaultdict(list)  # (source, concept) -> [(positive, iou, iou_whole, predicted_any, pixel counts)]
+    for i, target, truth, pred in scored_predictions(model, items, tiles, max_prompts):
+        union = (truth | pred).sum().item()
+        iou = 1.0 if union == 0 else (truth & pred).sum().item() / union
+        whole = truth.float().mean().item() if truth.any() else 0.0
+        tp = (truth & pred).sum().item()
+        counts = (tp, pred.sum().item() - tp, truth.sum().item() - tp, truth.numel())
+        rows[(items.sources[i], target.concept)].append(
+            (bool(truth.any()), iou, whole, bool(pred.sum() > 0.002 * pred.numel()), counts)
+        )
     return summarise(rows)
 
 
