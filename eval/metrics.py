@@ -27,6 +27,7 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from eval.ptb import ptb_tokenize
+from rsvlm import presence
 
 # ------------------------------------------------------------------------------------------------ boxes
 
@@ -260,8 +261,7 @@ def leading_yes_no(text: str) -> bool | None:
     """The yes / no an answer *starts* with ("Yes, there are changes." -> True), as rsvlm's protocol answers
     yes/no questions (yes or no first, then a clause); None when it starts with neither. Used for ``gen`` sets,
     whose references are written that way; the official VQA sets keep ``yes_no``'s exact match."""
-    m = re.match(r"\W*(yes|no)\b", text or "", re.IGNORECASE)
-    return None if m is None else m.group(1).lower() == "yes"
+    return presence.leading_yes_no(text)
 
 
 def yes_no(text: str) -> bool | None:

@@ -196,6 +196,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
         elif task == "count":
             s = {"mae": float(np.mean([r["abs_error"] for r in items]))}
             s["accuracy"] = float(np.mean([r["abs_error"] == 0 for r in items]))
+            s["within_1"] = float(np.mean([r["abs_error"] <= 1 for r in items]))
         elif task in ("caption", "change_caption"):
             s = metrics.caption_scores([r["text"] for r in items], [r["refs"] for r in items])
         if not items:

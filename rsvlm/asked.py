@@ -17,23 +17,44 @@ import numpy as np
 _OBB = re.compile(r"\b(?:rotated|oriented|minimum[- ]area|min[- ]area|obb|rotation)\b", re.IGNORECASE)
 _BOX = re.compile(r"\b(?:box|boxes|bounding|locali[sz]e|detect)\b", re.IGNORECASE)
 _MASK = re.compile(
-    r"\b(?:segment|segmentation|mask|masks|outline|outlines|delineate|highlight|pixels|contour|contours)\b",
+    r"\b(?:segment|segmented|segmentation|mask|masks|outline|outlines|delineate|highlight|pixels|contour|contours|"
+    r"grounded)\b",
     re.IGNORECASE,
 )
+# Questions that ask for a place: any region answers them (a box too); without one, a mask is cut.
+_PLACE = re.compile(
+    r"\b(?:locate|point out|mark|find (?:all|every|each)|which (?:parts?|areas?|places?|regions?)|"
+    r"show (?:me|all|every|each|the|where)|how much|take up|takes up)\b"
+    # "Where is the water?", "where could a plane land?" ask for a place; "where was this taken?" does not
+    r"|\bwhere\b(?!\s+(?:was|were)\s+(?:this|these|it)\b)",
+    re.IGNORECASE,
+)
+_COUNT = re.compile(r"\b(?:how many|count|number of)\b", re.IGNORECASE)
 _EVERY = re.compile(r"\b(?:all|each|every|boxes|rectangles|masks)\b", re.IGNORECASE)
+
+# The phrase a change mask is asked for by: what ``train.heads --change`` trains the change path on.
+CHANGE_PHRASE = "the changed areas"
 
 MAX_BOXES = 10  # as many as the training answers list ("the 10 largest are at ...")
 
 
 def element(question: str) -> str | None:
-    """``"obb"``, ``"box"``, ``"mask"`` or None: the element the question names (an oriented box is also a box)."""
+    """``"obb"``, ``"box"``, ``"mask"``, ``"place"`` (any region: "where is the water?") or None: the element
+    the question names (an oriented box is also a box)."""
     if _OBB.search(question):
         return "obb"
     if _BOX.search(question):
         return "box"
     if _MASK.search(question):
         return "mask"
+    if _PLACE.search(question):
+        return "place"
     return None
+
+
+def asks_count(question: str) -> bool:
+    """ "How many buildings are there?": the count is the number of patches of the subject's mask, not the LLM's."""
+    return bool(_COUNT.search(question))
 
 
 def wants_every(question: str) -> bool:
@@ -41,14 +62,29 @@ def wants_every(question: str) -> bool:
     return bool(_EVERY.search(question))
 
 
-def has_element(regions, wanted: str) -> bool:
+def has_element(regions, wanted: str, overview: bool = False) -> bool:
     if wanted == "obb":
         return any(r.obb is not None for r in regions)
     if wanted == "box":
         return any(r.box is not None or r.obb is not None for r in regions)
-    # A [SEG] the model wrote counts even when its mask is empty: on a large scene's overview small things vanish,
-    # and the windows decoded at full resolution find them from that [SEG]'s prompt.
-    return any(r.mask is not None or r.seg_index is not None for r in regions)
+    if wanted == "place" and any(r.box is not None or r.obb is not None for r in regions):
+        return True
+    if overview:
+        # On a large scene's overview a [SEG] counts even when its mask is empty: small things vanish there, and
+        # the windows decoded at full resolution find them from that [SEG]'s prompt.
+        return any(r.mask is not None or r.seg_index is not None for r in regions)
+    return any(r.mask is not None and _nonempty(r.mask) for r in regions)
+
+
+def _nonempty(mask) -> bool:
+    return mask.count() > 0 if hasattr(mask, "count") else bool(np.asarray(mask).any())  # a SparseMask counts
+
+
+def count_text(n: int, phrase: str) -> str:
+    """ "3 patches of water." / "1 patch of water." / "No water found." """
+    if n == 0:
+        return f"No {phrase} found."
+    return f"{n:,} separate {'patch' if n == 1 else 'patches'} of {phrase}."
 
 
 def patches(mask: np.ndarray, limit: int) -> list[np.ndarray]:

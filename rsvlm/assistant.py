@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from rsvlm import asked, geo, presence, scene
-from rsvlm.answer_facts import measured_facts, strip_model_quantities
+from rsvlm.answer_facts import count_patches, measured_facts, strip_model_quantities
 from rsvlm.grounding import (
     Box,
     OrientedBox,
@@ -37,6 +37,7 @@ from rsvlm.grounding import (
     attach_masks,
     format_single_image_prompt,
     format_two_date_prompt,
+    normalise_phrase,
     parse_answer,
 )
 from rsvlm.tiling import describe_large_scene, merge_regions, plan_windows
@@ -392,6 +393,7 @@ class Session:
         remember: bool,
         history: list[dict[str, str]] | None = None,
         state_facts: bool = True,
+        overview: bool = False,
     ) -> tuple[Answer, Any, Any, Any]:
         """One model turn on these images -> (answer, its ``GenerationResult``, the reference image's
         ``ImageMeta``, the ``ImageFeatures`` it read). ``history`` defaults to the session's; a large scene's tiles pass []
@@ -427,6 +429,7 @@ class Session:
                 image_features=features,
                 max_new_tokens=max_new_tokens,
                 streamer=streamer,
+                stop_loops=True,
             )
         raw = processor.decode(result.sequences[0])
         parsed = parse_answer(raw)
@@ -445,8 +448,7 @@ class Session:
         two_dates = len(images) == 2
         # Two dates keep the model's yes/no: on held-out OSCD pairs the change mask's size said "changed" no better
         # than chance (21 of 62 against the model's 31), while class masks beat the model by far (28 of 36 vs 10).
-        asks_yes_no = presence.asks_presence(question, two_dates)
-        if asks_yes_no and not two_dates:
+        if presence.asks_presence(question, two_dates) and not two_dates:
             # Whatever the model said ("No.", "None here: ...", a mask of something else), the yes or no is the
             # mask's (rsvlm.presence): of the question's own subject, or of the phrase the model names.
             subject = presence.question_subject(question)
@@ -458,19 +460,24 @@ class Session:
                 present = presence.is_present(int(region.mask.sum()), valid, min_share)
                 text = presence.answer_text(present, region.label, presence.asks_absence(question))
                 regions = [region] if present else []
-        wanted = asked.element(question)
-        if wanted and not asks_yes_no and not asked.has_element(regions, wanted):
-            # The element asked for is missing: cut it from the mask of the phrase the model names (rsvlm.asked).
-            region = self._phrase_mask(inputs["input_ids"], features, reference, meta, warnings)
-            if region is not None and presence.is_present(int(region.mask.sum()), valid):
-                if wanted == "mask":
-                    regions, text = [region], "Here it is."
-                else:
-                    every = asked.wants_every(question)
-                    regions = self._shapes_from_mask(region, wanted, every, meta, reference, warnings)
-                    text = f"Here {'they are' if len(regions) > 1 else 'it is'}."
-            elif region is not None:
-                regions, text = [], f"None here: I find no {region.label}."
+        yes_no_question = presence.asks_yes_no(question)
+        counting = asked.asks_count(question) and not yes_no_question
+        wanted = asked.element(question) or ("mask" if counting else None)
+        if wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
+            # The element asked for is missing: cut it from a mask (rsvlm.asked).
+            regions, text = self._cut_asked_element(
+                wanted, question, regions, text, two_dates, inputs["input_ids"], features, reference, meta,
+                warnings, valid,
+            )  # fmt: skip
+        if counting and not overview:
+            # "How many?": the number of patches of the returned mask, never the LLM's number.
+            counted = [r for r in regions if isinstance(r.mask, np.ndarray)]
+            if counted:
+                n = sum(count_patches(r.mask) for r in counted)
+                text = asked.count_text(n, normalise_phrase(counted[0].label) or counted[0].label)
+        if yes_no_question and presence.leading_yes_no(text) is None:
+            # A yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
+            text = f"{self._forced_yes_no(inputs['input_ids'], features)} {text}".strip()
         if state_facts:
             text = _join(text, measured_facts(regions, valid))
         answer = Answer(
@@ -484,6 +491,55 @@ class Session:
             timings=dict(result.timings),
         )
         return answer, result, meta, features
+
+    def _cut_asked_element(
+        self,
+        wanted,
+        question,
+        regions,
+        text,
+        two_dates,
+        prompt_ids,
+        features,
+        reference,
+        meta,
+        warnings,
+        valid,
+    ) -> tuple[list[Region], str]:
+        """Regions and text for an answer that lacks the ``wanted`` element: boxes cut from a mask the answer has,
+        or the element cut from the mask of the phrase the model names when asked for only that (two dates: "the
+        changed areas", the phrase the change path is trained on), or of the question's own subject."""
+        region = None
+        if wanted in ("box", "obb"):
+            region = next((r for r in regions if r.mask is not None and asked.has_element([r], "mask")), None)
+        if region is None:
+            phrase = asked.CHANGE_PHRASE if two_dates else None
+            region = self._phrase_mask(prompt_ids, features, reference, meta, warnings, phrase=phrase)
+        if region is None:  # the model closed no phrase: the question's own words, or the answer's label
+            fallback = presence.question_subject(question) or next(
+                (r.label for r in regions if r.label), None
+            )
+            if fallback:
+                region = self._phrase_mask(prompt_ids, features, reference, meta, warnings, phrase=fallback)
+        if region is None:
+            return regions, text
+        if not presence.is_present(int(region.mask.sum()), valid):
+            return [], f"None here: I find no {normalise_phrase(region.label) or region.label}."
+        if wanted in ("mask", "place"):
+            return [region], "Here it is."
+        shapes = self._shapes_from_mask(
+            region, wanted, asked.wants_every(question), meta, reference, warnings
+        )
+        return shapes, f"Here {'they are' if len(shapes) > 1 else 'it is'}."
+
+    def _forced_yes_no(self, prompt_ids, features) -> str:
+        """ "Yes." or "No.", whichever the model scores higher as its answer's first token."""
+        assistant = self.assistant
+        tokenizer = assistant.processor.tokenizer
+        yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
+        with assistant.lock, assistant.inference():
+            logits = assistant.model.next_token_logits(prompt_ids, None, features)
+        return "Yes." if logits[yes] >= logits[no] else "No."
 
     def _phrase_mask(self, prompt_ids, features, reference, meta, warnings, phrase=None) -> Region | None:
         """The mask (source pixels) of ``phrase``, or of what the question is about: the model continues the turn's
@@ -499,7 +555,7 @@ class Session:
                     input_ids=input_ids.to(assistant.model.device),
                     attention_mask=torch.ones_like(input_ids).to(assistant.model.device),
                     image_features=features,
-                    max_new_tokens=16,
+                    max_new_tokens=32,
                 )
                 phrase = presence.phrase_from_continuation(processor.decode(result.sequences[0]))
             if phrase is None:
@@ -586,7 +642,7 @@ class Session:
         overview = self.images[0]
         overview_answer, generation, meta, features = self._turn(
             question, [overview], max_new_tokens=max_new_tokens, streamer=streamer, remember=True,
-            state_facts=False,
+            state_facts=False, overview=True,
         )  # fmt: skip
         height, width = overview.source_shape  # type: ignore[misc]
         # Source pixels -> CRS (no CRS: the identity). From the file's header when there is one: undoing the

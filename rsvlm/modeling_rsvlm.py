@@ -517,6 +517,37 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
             ids.add(vocab[END_OF_TURN])
         return {i for i in ids if i is not None}
 
+    def _looping_tail(self, generated: list[int], repeats: int = 4, min_span: int = 8) -> int:
+        """How many tokens to drop when the reply ends in one unit of up to 8 tokens said over and over (at least
+        ``repeats`` times and ``min_span`` tokens in all): every saying but the first; else 0. A unit with a
+        ``[SEG]`` or a digit is a list of regions or boxes ("<p>building</p> [SEG], ..."), never a loop."""
+        for unit in range(1, 9):
+            times = max(repeats, -(-min_span // unit))
+            span = unit * times
+            if len(generated) < span:
+                break
+            tail = generated[-span:]
+            if any(tail[k] != tail[k - unit] for k in range(unit, span)):
+                continue
+            text = self.tokenizer.decode(tail[:unit], skip_special_tokens=False)
+            if self.config.seg_token_id in tail[:unit] or any(ch.isdigit() for ch in text):
+                continue
+            return span - unit
+        return 0
+
+    @torch.no_grad()
+    def next_token_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_features: ImageFeatures | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[V']`` of the token that would follow ``input_ids`` (batch size 1): one prefill, no cache."""
+        device = self.new_token_embed.device
+        mask = None if attention_mask is None else attention_mask.to(device)
+        hidden = self._run_decoder(self.embed_tokens(input_ids.to(device), image_features), mask)
+        return self.compute_logits(hidden[0, -1])
+
     def _next_token(self, logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator):
         logits = logits.float().clone()  # [V']
         logits[self.config.image_token_id] = float("-inf")  # image placeholders are never text
@@ -543,13 +574,16 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         top_p: float = 0.9,
         streamer: Callable[[str], None] | None = None,
         generator: torch.Generator | None = None,
+        stop_loops: bool = False,
     ) -> GenerationResult:
         """Prefill once, then decode one token at a time on the LLM's KV cache (batch size 1).
 
         The hidden state of each generated ``[SEG]`` (taken when it is fed back) is collected and the mask decoder
         runs once at the end. Stops at a ``stop_token_ids()`` token or after ``max_new_tokens`` (a ``[SEG]`` at the
         limit still gets its mask). ``streamer(text_piece)`` receives the decoded text as it grows (``[SEG]`` kept,
-        other special tokens dropped); the pieces always add up to ``processor.decode(sequences)``.
+        other special tokens dropped); the pieces always add up to ``processor.decode(sequences)``, except that with
+        ``stop_loops`` a reply that falls into a loop (``_looping_tail``) stops there and loses the repeats already
+        streamed.
         """
         if input_ids.shape[0] != 1:
             raise RSVLMInputError(
@@ -583,6 +617,10 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
                     streamer(text[len(streamed) :])
                     streamed = text
             if token in stops or (len(generated) >= max_new_tokens and token != seg_id):
+                break
+            looped = self._looping_tail(generated) if stop_loops else 0
+            if looped:  # "background background background ..." to max_new_tokens: cut the repeats and stop
+                del generated[-looped:]
                 break
             if mask is not None:
                 mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)

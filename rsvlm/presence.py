@@ -69,6 +69,26 @@ def question_subject(question: str) -> str | None:
     return " ".join(words).lower() if 1 <= len(words) <= 3 else None
 
 
+_YES_NO_QUESTION = re.compile(
+    r"^\s*(?:answer yes or no:?\s*)?(?:is|are|do|does|did|can|could|has|have|had|was|were|will|would|should|"
+    r"may|might|must)\b",
+    re.IGNORECASE,
+)
+_ALTERNATIVE = re.compile(r"\bor\b(?!\s+no\b)", re.IGNORECASE)  # "is it urban or rural?" is not yes/no
+
+
+def asks_yes_no(question: str) -> bool:
+    """Whether the answer should open with yes or no: a question led by an auxiliary verb, with no "A or B"."""
+    q = question.strip()
+    return bool(_YES_NO_QUESTION.search(q)) and not _ALTERNATIVE.search(q.replace("yes or no", ""))
+
+
+def leading_yes_no(text: str) -> bool | None:
+    """The yes / no an answer *starts* with ("Yes, there are changes." -> True); None when it starts with neither."""
+    m = re.match(r"\W*(yes|no)\b", text or "", re.IGNORECASE)
+    return None if m is None else m.group(1).lower() == "yes"
+
+
 def asks_absence(question: str) -> bool:
     return bool(_ABSENCE.search(question))
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rsvlm import asked
+from rsvlm.answer_facts import count_patches
 from rsvlm.grounding import Box, Region
 
 
@@ -25,7 +26,16 @@ from rsvlm.grounding import Box, Region
         ("Give the minimum-area rectangle of the patch of background.", "obb"),
         ("Fit an oriented rectangle to the patch of forest in the centre.", "obb"),
         ("Describe this image.", None),
-        ("How much of the image is covered by trees?", None),
+        ("How much of the image is covered by trees?", "place"),  # the area is measured on a mask
+        ("Where could someone carry a canoe into the water?", "place"),
+        ("Show me the building in the top left.", "place"),
+        ("Which parts of the scene are different?", "place"),
+        ("Locate the changes between the two images.", "place"),
+        ("Give a description where every mentioned region is segmented.", "mask"),
+        ("Please produce a grounded conversation-style caption.", "mask"),
+        ("Where is each patch of background? Answer with boxes.", "box"),
+        ("Where was this image taken?", None),
+        ("What is the main land cover?", None),
     ],
 )
 def test_element(question, expected):
@@ -33,7 +43,9 @@ def test_element(question, expected):
 
 
 def test_every_or_the_largest():
-    assert asked.wants_every("Box all the buildings.") and asked.wants_every("Where are the ponds? Give boxes.")
+    assert asked.wants_every("Box all the buildings.") and asked.wants_every(
+        "Where are the ponds? Give boxes."
+    )
     assert not asked.wants_every("Box the building on the left.")
 
 
@@ -41,8 +53,23 @@ def test_has_element():
     boxed = Region(label="a", box=Box(0, 0, 10, 10))
     assert asked.has_element([boxed], "box") and not asked.has_element([boxed], "obb")
     assert not asked.has_element([boxed], "mask")
-    assert asked.has_element([Region(label="b", mask=np.zeros((4, 4), bool))], "mask")  # given, though empty
+    empty = Region(label="b", mask=np.zeros((4, 4), bool))
+    assert not asked.has_element([empty], "mask")  # an empty mask is not the mask asked for ...
+    assert asked.has_element([empty], "mask", overview=True)  # ... except on a large scene's overview
+    assert asked.has_element([Region(label="b", mask=np.ones((4, 4), bool))], "mask")
     assert not asked.has_element([], "mask")
+    assert asked.has_element([boxed], "place") and not asked.has_element([empty], "place")
+
+
+def test_counts_are_patches_without_specks():
+    mask = np.zeros((100, 100), bool)
+    mask[0:10, 0:10] = mask[50:60, 50:60] = True
+    mask[90, 90] = True  # 1 px: under data_gen's 4-pixel floor
+    assert count_patches(mask) == 2
+    assert asked.asks_count("How many buildings are there?") and asked.asks_count("Count the ponds.")
+    assert not asked.asks_count("Describe the scene.")
+    assert asked.count_text(1, "water") == "1 separate patch of water."
+    assert asked.count_text(0, "water") == "No water found."
 
 
 def test_patches_come_largest_first_and_their_boxes_are_pixel_edges():

@@ -366,3 +366,70 @@ def test_did_it_change_is_a_yes_no_not_a_request_for_boxes(assistant):
     assert (
         answer.text.startswith("Yes, a small part changed.") and len(prompts) == 1
     )  # "detect" asks no boxes here
+
+
+def _prefer(assistant, word: str) -> None:
+    """The model's next-token scores favour ``word`` (the forced yes/no reads them)."""
+    tokenizer = assistant.processor.tokenizer
+    favoured = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+
+    def next_token_logits(input_ids, attention_mask=None, image_features=None):
+        logits = torch.zeros(len(tokenizer) + 8)
+        logits[favoured] = 5.0
+        return logits
+
+    assistant.model.next_token_logits = next_token_logits
+
+
+@pytest.mark.parametrize("word", ["Yes", "No"])
+def test_a_yes_no_question_answered_without_one_opens_with_the_models_choice(assistant, word):
+    prompts: list[str] = []
+    _two_answers(assistant, "Here it is.", "x</p> [SEG]", np.zeros((4, 4), bool), prompts)
+    _prefer(assistant, word)
+    answer = assistant.session().ask("Can you detect any change here?", images=[NAIP_2009, NAIP_2020])
+    assert answer.text.startswith(f"{word}.")
+
+
+def test_where_on_two_dates_decodes_the_changed_areas(assistant):
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    decoded[10:40, 10:40] = True
+    prompts: list[str] = []
+    _two_answers(assistant, "The scene changes on the left.", "x</p> [SEG]", decoded, prompts)
+    answer = assistant.session().ask("Which parts of the scene are different?", images=[NAIP_2009, NAIP_2020])
+    assert prompts[-1] == "decode ['the changed areas']"
+    assert len(answer.regions) == 1 and answer.regions[0].mask.any()
+
+
+def test_a_count_is_the_number_of_patches_of_the_mask_not_the_models_number(assistant):
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    decoded[2:10, 4:20] = True
+    decoded[30:34, 40:44] = True
+    decoded[60, 60] = True  # a speck is not a pond
+    prompts: list[str] = []
+    _two_answers(assistant, "There are 7 ponds.", "ponds</p> [SEG]", decoded, prompts)
+    answer = assistant.session().ask("How many ponds are there?", images=[NAIP_2020])
+    assert answer.text.startswith("2 separate patches of ponds.") and "7" not in answer.text
+    assert len(answer.regions) == 1
+
+
+def test_an_empty_mask_for_a_mask_question_is_none_here_in_plain_words(assistant):
+    prompts: list[str] = []
+    size = assistant.image_size
+    _two_answers(
+        assistant, "<p>all the vegetation</p> [SEG]", "all the vegetation</p> [SEG]",
+        np.zeros((size, size), bool), prompts,
+    )  # fmt: skip
+    answer = assistant.session().ask("Give a mask of all patches of vegetation.", images=[NAIP_2020])
+    assert answer.text.startswith("None here: I find no vegetation.") and not answer.regions
+
+
+def test_boxes_asked_for_come_from_the_answers_own_mask_without_a_probe(assistant):
+    size = assistant.image_size
+    mask = np.zeros((size, size), bool)
+    mask[2:10, 4:20] = True
+    prompts: list[str] = []
+    scripted(assistant, "<p>the ponds</p> [SEG]", masks=[mask], prompts=prompts)
+    answer = assistant.session().ask("Where are the ponds? Answer with boxes.", images=[NAIP_2020])
+    assert len(prompts) == 1 and len(answer.regions) == 1 and answer.regions[0].pixel_box is not None

@@ -460,3 +460,20 @@ def test_from_pretrained_overrides_are_checked(tiny_checkpoint):
         RSVLMForConditionalGeneration.from_pretrained(tiny_checkpoint, llm_dtyp="bfloat16")  # a typo
     with pytest.raises(ValueError, match="multiple of 8"):
         RSVLMForConditionalGeneration.from_pretrained(tiny_checkpoint, image_size=100)
+
+
+def test_a_reply_caught_in_a_loop_stops_and_keeps_one_saying(tiny_model, monkeypatch):
+    word = _word_id(tiny_model)
+    other = tiny_model.tokenizer(" lake", add_special_tokens=False)["input_ids"][0]
+    seg = tiny_model.config.seg_token_id
+    result, _ = _scripted_generate(
+        tiny_model, monkeypatch, [other] + [word] * 30, max_new_tokens=30, stop_loops=True
+    )
+    assert result.sequences[0].tolist() == [other, word]
+    # Off by default, and a list of regions or boxes is never a loop.
+    result, _ = _scripted_generate(tiny_model, monkeypatch, [word] * 12, max_new_tokens=12)
+    assert len(result.sequences[0]) == 12
+    assert tiny_model._looping_tail([word, seg] * 8) == 0
+    digits = tiny_model.tokenizer("0", add_special_tokens=False)["input_ids"]
+    assert tiny_model._looping_tail(digits * 10) == 0
+    assert tiny_model._looping_tail([other, word, other, word] * 2) == 6  # a 2-token unit said 4 times

@@ -73,3 +73,23 @@ def test_question_subject(question, subject):
 
 def test_the_phrase_in_a_no_reads_naturally():
     assert presence.answer_text(False, "the road", absence_question=False) == "No: no road found."
+
+
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        ("Can you detect any change here?", True),
+        ("Is the road north of the river?", True),
+        ("Answer yes or no: is there water?", True),
+        ("Is this area urban or rural?", False),
+        ("What changed?", False),
+        ("Where is the water?", False),
+    ],
+)
+def test_asks_yes_no(question, expected):
+    assert presence.asks_yes_no(question) is expected
+
+
+def test_leading_yes_no():
+    assert presence.leading_yes_no("Yes, it changed.") is True and presence.leading_yes_no(" no.") is False
+    assert presence.leading_yes_no("Nothing here.") is None

@@ -32,6 +32,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from rsvlm.asked import CHANGE_PHRASE
+
 logger = logging.getLogger(__name__)
 
 _PHRASE_SEG = re.compile(r"<p>(.*?)</p>\s*\[SEG\]")
@@ -156,7 +158,7 @@ def collect_tiles(
     return tiles
 
 
-CHANGE_PHRASES = ["the changed areas", "changes", "the changed area", "what changed", "change"]
+CHANGE_PHRASES = [CHANGE_PHRASE, "changes", "the changed area", "what changed", "change"]
 
 
 def collect_pairs(

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from eval.cli import main as eval_main
@@ -54,7 +55,8 @@ def records(tmp_path, assistant) -> list[Record]:
         Record("miss", "grounding", [str(image)], "Give the box of beta.", box=[h, h, size, size]),
         Record("seg", "refseg", [str(image)], "Segment gamma.", mask_paths=[str(tmp_path / "half.png")]),
         Record("yes", "vqa", [str(image)], "Is delta true?", texts=["yes"]),
-        Record("two", "count", [str(image)], "How many epsilon?", number=3),
+        # Not "How many epsilon?": a count is the number of patches of the decoder's mask (rsvlm.asked).
+        Record("two", "count", [str(image)], "What figure is epsilon?", number=3),
     ], quarter
 
 
@@ -243,6 +245,8 @@ def test_answers_that_do_not_parse_are_misses_never_crashes(assistant, tmp_path)
         },
         [],
     )
+    # The assistant then asks the decoder for the mask the answer lacks (rsvlm.asked); here it finds nothing.
+    assistant.model.decode_masks = lambda seg, index, features, phrases: torch.full((1, size, size), -10.0)
     summary = evaluate(assistant, records, tmp_path / "run")
     t = summary["tasks"]
     assert t["grounding"]["miou"] == 0.0 and t["obb"]["miou"] == 0.0 and t["refseg"]["giou"] == 0.0
