@@ -456,7 +456,7 @@ class Session:
                 inputs["input_ids"], features, reference, meta, warnings, phrase=subject
             )
             if region is not None:
-                min_share = getattr(assistant.model.config, "presence_min_share", presence.MIN_SHARE)
+                min_share = presence.min_share_for(region.label, assistant.model.config)
                 present = presence.is_present(int(region.mask.sum()), valid, min_share)
                 text = presence.answer_text(present, region.label, presence.asks_absence(question))
                 regions = [region] if present else []

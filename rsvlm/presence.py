@@ -42,6 +42,32 @@ _ABSENCE = re.compile(
 )
 
 
+# Concepts the stage A metrics report and presence is calibrated per: names and synonyms mapped to one word.
+CONCEPTS = {
+    "building": {"building", "buildings", "house", "houses", "damaged building", "destroyed building"},
+    "water": {"water", "sea", "river", "lake", "water body", "flood water", "pond"},
+    "tree": {"tree", "trees", "forest", "woodland", "vegetation", "tree cover", "woods"},
+    "road": {"road", "roads", "street", "streets", "impervious surfaces"},
+}
+
+
+def concept_of(phrases: list[str]) -> str:
+    """The concept of a class's phrases ("the buildings" -> "building"), or "other"."""
+    words = {normalise_phrase(p) for p in phrases}
+    for concept, names in CONCEPTS.items():
+        if words & names:
+            return concept
+    return "other"
+
+
+def min_share_for(phrase: str, config) -> float:
+    """The calibrated share for this phrase's concept (``presence_min_share_by_concept``), else the checkpoint's
+    ``presence_min_share``, else ``MIN_SHARE``."""
+    by_concept = getattr(config, "presence_min_share_by_concept", None) or {}
+    share = by_concept.get(concept_of([phrase]))
+    return float(share) if share is not None else float(getattr(config, "presence_min_share", MIN_SHARE))
+
+
 def asks_presence(question: str, two_dates: bool = False) -> bool:
     """Whether a question asks if something is there (or, for two dates, whether anything changed)."""
     q = question.strip()

@@ -39,11 +39,11 @@ import yaml
 from safetensors.torch import load_file
 
 from rsvlm.atomic import write_text_atomic
+from rsvlm.presence import CONCEPTS
 from train import checkpoint as ckpt
 from train.combine import CHANGE_PREFIXES, HEAD_PREFIXES
 from train.corpus import DEFAULT_RECIPE
 from train.heads_data import (
-    CONCEPTS,
     HeadItems,
     TileTargets,
     collect_pairs,

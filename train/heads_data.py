@@ -33,6 +33,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from rsvlm.asked import CHANGE_PHRASE
+from rsvlm.presence import concept_of
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +62,6 @@ class TileTargets:
     split: str
     image: np.ndarray  # uint8 [H, W, 3], or [2, H, W, 3] for a change pair (date 1, date 2)
     targets: list[Target] = field(default_factory=list)
-
-
-# Concepts the metrics report: names and synonyms mapped to one word (a class may belong to none).
-CONCEPTS = {
-    "building": {"building", "buildings", "house", "houses", "damaged building", "destroyed building"},
-    "water": {"water", "sea", "river", "lake", "water body", "flood water", "pond"},
-    "tree": {"tree", "trees", "forest", "woodland", "vegetation", "tree cover", "woods"},
-    "road": {"road", "roads", "street", "streets", "impervious surfaces"},
-}
-
-
-def concept_of(phrases: list[str]) -> str:
-    from rsvlm.grounding import normalise_phrase
-
-    words = {normalise_phrase(p) for p in phrases}
-    for concept, names in CONCEPTS.items():
-        if words & names:
-            return concept
-    return "other"
 
 
 def _png(value) -> np.ndarray:

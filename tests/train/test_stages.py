@@ -194,3 +194,25 @@ def test_calibration_picks_the_share_that_separates_yes_from_no():
     pairs = [(0.015, False)] * 20 + [(0.0, False)] * 20 + [(0.04, True)] * 30 + [(0.3, True)] * 10
     share, scores = best_share(pairs)
     assert share == 0.02 and scores[share] == 1.0 and scores[0.001] < 1.0
+
+
+def test_calibration_per_concept_where_each_has_enough_yes_and_no():
+    from train.calibrate import shares_by_concept
+
+    road = [(0.04, False, "road")] * 20 + [(0.1, True, "road")] * 20  # roads leave many stray pixels
+    water = [(0.0, False, "water")] * 20 + [(0.004, True, "water")] * 20
+    few = [(0.5, True, "tree")] * 3
+    shares = shares_by_concept(road + water + few, min_each=15)
+    assert sorted(shares) == ["road", "water"]
+    assert shares["road"][0] == 0.05 and shares["water"][0] in (0.0005, 0.001, 0.002)
+
+
+def test_presence_uses_the_concepts_share_then_the_global_one():
+    from types import SimpleNamespace
+
+    from rsvlm import presence
+
+    config = SimpleNamespace(presence_min_share=0.03, presence_min_share_by_concept={"road": 0.005})
+    assert presence.min_share_for("the roads", config) == 0.005
+    assert presence.min_share_for("water", config) == 0.03
+    assert presence.min_share_for("water", SimpleNamespace()) == presence.MIN_SHARE
