@@ -246,7 +246,7 @@ class ChatApp:
 
     def _dates(self, chat: ChatSession, date1: str, date2: str) -> tuple[str, str] | None:
         """The date labels typed in Options (either may be blank: the file-name label stays); a change of labels
-        starts a new conversation, said in the chat."""
+        is said in the chat, and the conversation goes on under them."""
         if len(chat.paths) != 2 or chat.session.dates is None:
             return None
         old = chat.session.dates
@@ -256,7 +256,7 @@ class ChatApp:
                 *chat.messages,
                 {
                     "role": "assistant",
-                    "content": f"Dates now {new[0]} and {new[1]}: a new conversation starts.",
+                    "content": f"Dates now {new[0]} and {new[1]}; the conversation goes on with them.",
                 },
             ]
         return new

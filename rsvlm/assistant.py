@@ -336,11 +336,14 @@ class Session:
         self._features.clear()
 
     def set_dates(self, dates: tuple[str, str]) -> None:
-        """New labels for the two dates. The labels are part of the first user turn only, so a change starts a new
-        conversation (on the same images: their encoded features stay cached)."""
+        """New labels for the two dates. The labels are part of the first user turn only, so that turn is written
+        again with them and the conversation goes on (the images' encoded features stay cached)."""
         if len(self.images) == 2 and tuple(dates) != self.dates:
             self.dates = (dates[0], dates[1])
-            self.history.clear()
+            if self.history and self.history[0]["role"] == "user":
+                first = self.history[0]["content"]
+                question = first.split("\n", 2)[2] if first.count("\n") >= 2 else first
+                self.history[0] = {**self.history[0], "content": format_two_date_prompt(question, self.dates)}
 
     def _load(self, image, bands) -> geo.GeoImage:
         if isinstance(image, geo.GeoImage):

@@ -331,7 +331,7 @@ def test_a_per_question_window_budget_overrides_the_assistants(assistant, tmp_pa
     assert answer.tiles == 0 and any("window budget" in w for w in answer.warnings)
 
 
-def test_new_date_labels_start_a_new_conversation_on_the_same_images(assistant):
+def test_new_date_labels_relabel_the_conversation_on_the_same_images(assistant):
     session = assistant.session()
     session.set_images([NAIP_2009, NAIP_2020])
     assert session.dates == ("2009", "2020")  # from the file names
@@ -341,7 +341,10 @@ def test_new_date_labels_start_a_new_conversation_on_the_same_images(assistant):
     )  # the same labels: the conversation goes on
     assert len(session.history) == 4
     session.ask("And now?", dates=("2009-08-18", "2020-08-31"), max_new_tokens=4)
-    assert len(session.history) == 2 and session.history[0]["content"].startswith("Image 1 (2009-08-18)")
+    assert len(session.history) == 6  # the conversation goes on; its first turn carries the new labels
+    first = session.history[0]["content"]
+    assert first.startswith("Image 1 (2009-08-18)") and "Image 2 (2020-08-31)" in first
+    assert first.endswith("\nWhat changed?") and first.count("<image>") == 2
     assert session.encode_count == 1  # the features of the pair stayed cached
 
 

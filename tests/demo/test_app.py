@@ -207,7 +207,8 @@ def test_two_dates_slide_before_after_and_date_labels_apply_to_the_next_question
     chat = ask(app, "And now?", dates=("2009-08-18", ""))[-1][0]  # typed after the upload
     assert "Dates now 2009-08-18 and 2020" in texts(chat)[-5]
     assert state.session.history[0]["content"].startswith("Image 1 (2009-08-18)")
-    assert len(state.session.history) == 2  # a new conversation under the new labels
+    assert len(state.session.history) == 4  # the conversation went on, its first turn relabelled
+    assert state.session.history[0]["content"].endswith("\nWhat changed?")
     slider = ask(app, "Again?", dates=("2009-08-18", "2020"))[-1][2]
     assert slider["visible"] and len(slider["value"]) == 2
 
