@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsvlm import asked, geo, presence, scene
+from rsvlm import asked, geo, presence, referring, scene
 from rsvlm.answer_facts import count_patches, measured_facts, strip_model_quantities
 from rsvlm.grounding import (
+    GRID,
     Box,
     OrientedBox,
     Region,
@@ -466,7 +467,18 @@ class Session:
         yes_no_question = presence.asks_yes_no(question)
         counting = asked.asks_count(question) and not yes_no_question
         wanted = asked.element(question) or ("mask" if counting else None)
-        if wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
+        expression = None
+        if wanted and not (two_dates or yes_no_question or overview or asked.wants_every(question)):
+            expression = referring.parse(question)
+        picked = expression and self._referred_patch(expression, features, reference, meta, warnings)
+        if picked is not None:
+            # "the second largest patch of bare land in the bottom left": that one patch of the class's mask
+            # (rsvlm.referring), as a mask or cut into the box asked for.
+            regions = [picked] if wanted in ("mask", "place") else self._shapes_from_mask(
+                picked, wanted, False, meta, reference, warnings
+            )  # fmt: skip
+            text = "Here it is."
+        elif wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
             # The element asked for is missing: cut it from a mask (rsvlm.asked).
             regions, text = self._cut_asked_element(
                 wanted, question, regions, text, two_dates, inputs["input_ids"], features, reference, meta,
@@ -534,6 +546,26 @@ class Session:
             region, wanted, asked.wants_every(question), meta, reference, warnings
         )
         return shapes, f"Here {'they are' if len(shapes) > 1 else 'it is'}."
+
+    def _referred_patch(self, expression, features, reference, meta, warnings) -> Region | None:
+        """The patch ``expression`` names in the decoder's mask of its class noun (source pixels), or None."""
+        assistant = self.assistant
+        with assistant.lock, assistant.inference():
+            logits = assistant.model.decode_masks(None, [0], features, [expression.noun])[0]
+        mask = np.asarray((logits > 0).float().cpu()) > 0
+        rows, cols = mask.shape
+        height, width = reference.data.shape[1:]
+
+        def fraction(
+            x: float, y: float
+        ) -> tuple[float, float]:  # model pixels -> fractions of the read image
+            sx, sy = meta.grid_to_source(x * GRID / cols, y * GRID / rows)
+            return sx / width, sy / height
+
+        patch = referring.select(mask, expression, fraction)
+        if patch is None:
+            return None
+        return self._to_source(Region(label=expression.noun, mask=patch), reference, meta, warnings)
 
     def _forced_yes_no(self, prompt_ids, features) -> str:
         """ "Yes." or "No.", whichever the model scores higher as its answer's first token."""

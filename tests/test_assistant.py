@@ -436,3 +436,20 @@ def test_boxes_asked_for_come_from_the_answers_own_mask_without_a_probe(assistan
     scripted(assistant, "<p>the ponds</p> [SEG]", masks=[mask], prompts=prompts)
     answer = assistant.session().ask("Where are the ponds? Answer with boxes.", images=[NAIP_2020])
     assert len(prompts) == 1 and len(answer.regions) == 1 and answer.regions[0].pixel_box is not None
+
+
+def test_a_ranked_referring_expression_returns_that_one_patch(assistant):
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    decoded[2:30, 2:30] = True  # the largest, top left
+    decoded[100:110, 100:110] = True  # the second largest, bottom right
+    prompts: list[str] = []
+    _two_answers(assistant, "<p>the second largest pond</p> [SEG]", "x</p> [SEG]", decoded, prompts)
+    answer = assistant.session().ask(
+        "Box the second largest patch of water in the bottom right.", images=[NAIP_2020]
+    )
+    assert prompts[-1] == "decode ['water']" and len(answer.regions) == 1
+    x1, y1, x2, y2 = answer.regions[0].pixel_box
+    assert (
+        x1 > 128 and y1 > 128
+    )  # the bottom-right patch, not the largest one (source pixels are 2x model ones)
