@@ -212,8 +212,9 @@ def _elements(answer: Answer) -> dict[str, int]:
     """What the delivered answer carries (``eval.protocol --delivered``): non-empty masks, boxes, oriented boxes."""
     masks = sum(r.mask is not None and bool(np.asarray(r.mask).any()) for r in answer.regions)
     obbs = sum(r.pixel_polygon is not None for r in answer.regions)
-    boxes = sum(
-        r.pixel_box is not None and r.pixel_polygon is None and r.mask is None for r in answer.regions
+    boxes = sum(  # a box the answer gave (beside a mask too), not the one every mask gets around it
+        (r.box is not None or r.pixel_box is not None and r.mask is None) and r.pixel_polygon is None
+        for r in answer.regions
     )
     return {"masks": int(masks), "boxes": int(boxes), "obbs": int(obbs)}
 

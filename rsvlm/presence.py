@@ -103,9 +103,21 @@ _YES_NO_QUESTION = re.compile(
 _ALTERNATIVE = re.compile(r"\bor\b(?!\s+no\b)", re.IGNORECASE)  # "is it urban or rural?" is not yes/no
 
 
+# "Can you segment the largest field?" is a request, not a yes/no question ("Can you detect any change?" is one).
+_REQUEST = re.compile(
+    r"^\s*(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:segment|outline|show|mark|find|locate|box|draw|give|"
+    r"highlight|detect|delineate|count|tell|list|describe|point|provide|produce|identify|caption|summari[sz]e|"
+    r"estimate|measure|map|trace|label|output)\b(?!\s+(?:any|anything)\b)",  # "can you find any water?" asks
+    re.IGNORECASE,
+)
+
+
 def asks_yes_no(question: str) -> bool:
-    """Whether the answer should open with yes or no: a question led by an auxiliary verb, with no "A or B"."""
+    """Whether the answer should open with yes or no: a question led by an auxiliary verb, with no "A or B",
+    that is not a request ("Can you outline the river?")."""
     q = question.strip()
+    if _REQUEST.search(q):
+        return False
     return bool(_YES_NO_QUESTION.search(q)) and not _ALTERNATIVE.search(q.replace("yes or no", ""))
 
 

@@ -84,6 +84,8 @@ def test_the_phrase_in_a_no_reads_naturally():
         ("Is this area urban or rural?", False),
         ("What changed?", False),
         ("Where is the water?", False),
+        ("Can you segment the second largest patch of agriculture on the left?", False),
+        ("Could you please count the buildings?", False),
     ],
 )
 def test_asks_yes_no(question, expected):
