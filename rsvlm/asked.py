@@ -80,6 +80,25 @@ def _nonempty(mask) -> bool:
     return mask.count() > 0 if hasattr(mask, "count") else bool(np.asarray(mask).any())  # a SparseMask counts
 
 
+_COUNT_SUBJECT = re.compile(
+    r"\b(?:how many|count(?:\s+of)?|number of)\s+(?:the\s+|every\s+|all\s+(?:the\s+)?)?"
+    r"(?:(?:separate|distinct|individual|different)\s+)?(?:(?:patch|patches|areas?) of\s+)?"
+    r"(?P<noun>[a-z][a-z' -]*?)(?=\s+(?:are|is|do|does|can|could|in|there|visible|appear|shown|you|here|"
+    r"that|which|on|at)\b|\s*[?.!,]|\s*$)",
+    re.IGNORECASE,
+)
+
+
+def count_subject(question: str) -> str | None:
+    """What a counting question counts, in its own words: "How many separate patches of water are there?" ->
+    "water" (the decoder is prompted with it, whatever phrase the model's answer names)."""
+    match = _COUNT_SUBJECT.search(question)
+    if match is None:
+        return None
+    noun = match.group("noun").strip().lower()
+    return None if noun in {"", "them", "it", "these", "those", "things", "objects"} else noun
+
+
 def count_text(n: int, phrase: str) -> str:
     """ "3 patches of water." / "1 patch of water." / "No water found." """
     if n == 0:

@@ -471,7 +471,18 @@ class Session:
         if wanted and not (two_dates or yes_no_question or overview or asked.wants_every(question)):
             expression = referring.parse(question)
         picked = expression and self._referred_patch(expression, features, reference, meta, warnings)
-        if picked is not None:
+        counted = None
+        if counting and not overview and asked.count_subject(question):
+            # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase.
+            counted = self._phrase_mask(
+                inputs["input_ids"], features, reference, meta, warnings, phrase=asked.count_subject(question)
+            )
+        if counted is not None:
+            regions = [counted] if counted.mask.any() else []
+            text = asked.count_text(
+                count_patches(counted.mask), normalise_phrase(counted.label) or counted.label
+            )
+        elif picked is not None:
             # "the second largest patch of bare land in the bottom left": that one patch of the class's mask
             # (rsvlm.referring), as a mask or cut into the box asked for.
             regions = [picked] if wanted in ("mask", "place") else self._shapes_from_mask(
@@ -484,12 +495,12 @@ class Session:
                 wanted, question, regions, text, two_dates, inputs["input_ids"], features, reference, meta,
                 warnings, valid,
             )  # fmt: skip
-        if counting and not overview:
-            # "How many?": the number of patches of the returned mask, never the LLM's number.
-            counted = [r for r in regions if isinstance(r.mask, np.ndarray)]
-            if counted:
-                n = sum(count_patches(r.mask) for r in counted)
-                text = asked.count_text(n, normalise_phrase(counted[0].label) or counted[0].label)
+        if counting and not overview and counted is None:
+            # "How many?" with no noun of its own: the number of patches of the returned mask, never the LLM's.
+            masks = [r for r in regions if isinstance(r.mask, np.ndarray)]
+            if masks:
+                n = sum(count_patches(r.mask) for r in masks)
+                text = asked.count_text(n, normalise_phrase(masks[0].label) or masks[0].label)
         if yes_no_question and presence.leading_yes_no(text) is None:
             # A yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
             text = f"{self._forced_yes_no(inputs['input_ids'], features)} {text}".strip()

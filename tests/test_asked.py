@@ -68,6 +68,12 @@ def test_counts_are_patches_without_specks():
     assert count_patches(mask) == 2
     assert asked.asks_count("How many buildings are there?") and asked.asks_count("Count the ponds.")
     assert not asked.asks_count("Describe the scene.")
+    assert asked.count_subject("How many separate patches of water can you see?") == "water"
+    assert asked.count_subject("Can you count the buildings in this tile?") == "buildings"
+    assert asked.count_subject("What is the number of patches of bare or built ground in this scene?") == (
+        "bare or built ground"
+    )
+    assert asked.count_subject("How many?") is None
     assert asked.count_text(1, "water") == "1 separate patch of water."
     assert asked.count_text(0, "water") == "No water found."
 

@@ -411,10 +411,12 @@ def test_a_count_is_the_number_of_patches_of_the_mask_not_the_models_number(assi
     decoded[30:34, 40:44] = True
     decoded[60, 60] = True  # a speck is not a pond
     prompts: list[str] = []
-    _two_answers(assistant, "There are 7 ponds.", "ponds</p> [SEG]", decoded, prompts)
+    _two_answers(assistant, "<p>the background</p> [SEG] There are 7 ponds.", "x</p> [SEG]", decoded, prompts)
     answer = assistant.session().ask("How many ponds are there?", images=[NAIP_2020])
     assert answer.text.startswith("2 separate patches of ponds.") and "7" not in answer.text
-    assert len(answer.regions) == 1
+    assert (
+        len(answer.regions) == 1 and prompts[-1] == "decode ['ponds']"
+    )  # the question's noun, not the model's
 
 
 def test_an_empty_mask_for_a_mask_question_is_none_here_in_plain_words(assistant):
