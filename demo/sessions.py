@@ -6,11 +6,12 @@
 
 A session's uploads are linked from Gradio's upload cache into its folder, and every download is written
 there under a generated name, so one user's files are never in a path another user's events can reach, and
-nothing stays on disk after the session.
+nothing stays on disk after the session: the folder goes, and so do the cache copies of its uploads.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -40,6 +41,9 @@ class ChatSession:
     example: int = 0  # the gallery example being loaded
     busy: bool = False  # an answer is running: a second question waits in the box
     stop: threading.Event = field(default_factory=threading.Event)
+    cached: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (Gradio's cache copy, the session's link to it)
 
     def upload_folder(self) -> Path:
         """A fresh folder for one upload's files (two dates may share a file name)."""
@@ -53,6 +57,15 @@ class ChatSession:
         self.paths, self.names, self.previews, self.sources, self.answer = [], [], [], [], None
 
     def close(self) -> None:
+        """Remove the session's folder, and Gradio's cache copies of its uploads that are still the very files
+        it received (a copy another session uploaded since is another file, and stays for Gradio's sweep)."""
+        for original, link in self.cached:
+            try:
+                if os.path.samefile(original, link):
+                    os.unlink(original)
+            except OSError:
+                pass  # gone already, or never the same file (copied across file systems)
+        self.cached.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -50,8 +50,9 @@ def receive(files, chat: ChatSession, max_bytes: int | None) -> tuple[list[str],
     """The uploaded files linked (or copied) into ``chat``'s folder -> (paths there, the names the user gave).
 
     Gradio's upload cache is content-addressed: two sessions uploading the same file get the same cache path, so
-    the cache copy is left to Gradio's own sweep (``delete_cache``) rather than moved away under the other
-    session. Gradio already refuses a file over ``max_file_size`` at upload; this check is for files handed in
+    the cache copy is not moved away at once (under the other session); it is unlinked when this session closes
+    if it is still the file linked here (``ChatSession.close``), and otherwise left to Gradio's own sweep
+    (``delete_cache``). Gradio already refuses a file over ``max_file_size`` at upload; this check is for files handed in
     another way (a test, a custom client)."""
     incoming = [_file_path(f) for f in (files if isinstance(files, list) else [files] if files else [])]
     names = [Path(p).name for p in incoming]
@@ -71,6 +72,7 @@ def receive(files, chat: ChatSession, max_bytes: int | None) -> tuple[list[str],
         target = folder / name  # type: ignore[operator]
         try:
             os.link(path, target)  # same file system: no second copy on disk
+            chat.cached.append((str(path), str(target)))  # the cache copy goes when the session does
         except OSError:
             shutil.copyfile(path, target)
         paths.append(str(target))

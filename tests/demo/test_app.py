@@ -220,8 +220,12 @@ def test_sessions_are_isolated_and_their_folders_go_when_they_close(app, tmp_pat
     pair, single = app.chat(user("pair")), app.chat(user("single"))
     assert single.session.history == [] and len(pair.session.history) == 2
     assert pair.folder != single.folder and pair.folder.parent == single.folder.parent == app.sessions.root
+    cached = [original for original, _ in pair.cached]
+    assert len(cached) == 2 and all(Path(c).exists() for c in cached)
     app.close_session(user("pair"))
     assert not pair.folder.exists() and single.folder.exists() and len(app.sessions) == 1
+    assert not any(Path(c).exists() for c in cached)  # Gradio's cache copies of its uploads went too
+    assert all(Path(p).exists() for p in single.paths)
 
 
 def test_three_files_a_bad_preset_bad_indices_or_a_too_large_file_are_refused(app, tmp_path):
