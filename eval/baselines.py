@@ -27,7 +27,7 @@ from rsvlm import geo
 from rsvlm.assistant import Answer
 from rsvlm.grounding import Region
 
-BOX_TASKS = ("grounding", "obb")
+BOX_TASKS = ("grounding", "obb", "obb_multi")
 MASK_TASKS = ("refseg", "change_mask")
 TEXT_TASKS = ("vqa", "change_binary", "count", "caption", "change_caption")
 
@@ -75,7 +75,7 @@ def baseline_answers(records: Sequence[Record]) -> dict[str, dict[str, Answer]]:
         if record.task in BOX_TASKS:
             x1, y1, x2, y2 = centre_box(shape)
             region = Region(pixel_box=(x1, y1, x2, y2))
-            if record.task == "obb":
+            if record.task in ("obb", "obb_multi"):
                 region.pixel_polygon = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
             out["centre box"][record.id] = Answer(text="", regions=[region], image_shape=shape)
         else:

@@ -10,8 +10,9 @@ Both files (``MBZUAI/GeoChat-Bench``) are JSON Lines of ``{"question_id", "image
 - **referring** (``referring.jsonl``; GeoChat asks ``[refer] Give me the location of <p> {question} </p>``):
   ``ground_truth`` is a list of oriented boxes, four ``[x, y]`` corners each in image pixels (TEOChat's GeoChat-Bench
   scorer reads them as polygons against predictions scaled to the image). A question with one box is an ``obb``
-  record; a question naming several objects has several boxes, which one box per record cannot score: those are
-  left out and counted, as are boxes that are not four finite corners enclosing an area.
+  record; a question naming several objects has several boxes and is an ``obb_multi`` record, scored as TEOChat's
+  GeoChat-Bench scorer does (every target box matched one to one at IoU > 0.5; Acc@0.5 = matches / boxes). Boxes
+  that are not four finite corners enclosing an area are left out and counted.
 - **region captioning** (``region_captioning.jsonl``; GeoChat asks ``[identify] What is the object present at
   {question}``): ``question`` is a GeoChat box ``{<x1><y1><x2><y2>|<θ>}`` on 0-100, rewritten on rsvlm's protocol by
   the converter's own ``geochat`` box convention (``data_gen/convert/boxes.py``); ``ground_truth`` is the reference
@@ -31,7 +32,6 @@ from eval.layout import find_image, load_jsonl
 from eval.record import BenchmarkError, Record, Records
 
 BROKEN_GEOMETRY = "broken geometry"
-MANY_OBJECTS = "referring to several objects (one box per record)"
 KEYS = ("question_id", "image_id", "question", "ground_truth")
 
 
@@ -99,14 +99,15 @@ def read_geochat_bench(
             records.append(Record(rid, "caption", [image], question, texts=[c.strip() for c in captions]))
             continue
         boxes = truth if isinstance(truth, list) else []
-        if len(boxes) > 1:
-            records.skipped[MANY_OBJECTS] += 1
-            continue
-        corners = _corners(boxes[0]) if boxes else None
-        if corners is None:
+        corners = [_corners(b) for b in boxes]
+        if not corners or any(c is None for c in corners):
             records.skipped[BROKEN_GEOMETRY] += 1
             continue
         expression = " ".join(str(row["question"]).split())
+        if len(corners) > 1:
+            question = f"Give the oriented boxes of {expression}."
+            records.append(Record(rid, "obb_multi", [image], question, obbs=corners, texts=[expression]))
+            continue
         question = f"Give the oriented box of {expression}."
-        records.append(Record(rid, "obb", [image], question, obb=corners, texts=[expression]))
+        records.append(Record(rid, "obb", [image], question, obb=corners[0], texts=[expression]))
     return records

@@ -124,6 +124,23 @@ def grounding_scores(
     return out
 
 
+def matched_objects(preds: Sequence, targets: Sequence, threshold: float = 0.5) -> int:
+    """Targets matched one to one by predicted oriented boxes with IoU strictly above ``threshold``, pairs taken
+    in descending IoU (TEOChat's GeoChat-Bench scorer, ``get_single_image_results_rotated``: Acc@0.5 is the sum of
+    matches over the sum of target boxes)."""
+    pairs = sorted(
+        ((obb_iou(p, t), i, j) for i, p in enumerate(preds) for j, t in enumerate(targets)), reverse=True
+    )
+    used_p, used_t = set(), set()
+    for iou, i, j in pairs:
+        if iou <= threshold:
+            break
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+    return len(used_t)
+
+
 # ------------------------------------------------------------------------------------------------ masks
 
 

@@ -7,6 +7,7 @@ first image:
 
     {"id": "00001#0", "box": [x1, y1, x2, y2]}                  grounding
     {"id": "00001#0", "obb": [[x, y], [x, y], [x, y], [x, y]]}   oriented box (or [cx, cy, w, h, angle_deg])
+    {"id": "17", "obbs": [[[x, y], ...], [[x, y], ...]]}         several oriented boxes (obb_multi)
     {"id": "img1", "mask": "masks/img1.png"}                     refseg / change_mask (non-zero = predicted;
                                                                   a path relative to the predictions file)
     {"id": "q17", "text": "yes"}                                 every text task ("answer" is read too)
@@ -102,7 +103,18 @@ def answer_from_prediction(
         except (OSError, ValueError) as error:
             problem = f"mask {prediction['mask']!r} cannot be read ({type(error).__name__})"
     has_region = region.pixel_box is not None or region.pixel_polygon is not None or region.mask is not None
-    return Answer(text=text, regions=[region] if has_region else [], image_shape=image_shape), problem
+    regions = [region] if has_region else []
+    if "obbs" in prediction:  # several objects (GeoChat-Bench's multi-object referring)
+        obbs = prediction["obbs"] if isinstance(prediction["obbs"], list) else None
+        for obb in obbs or []:
+            corners = [_numbers(p, 2) for p in obb] if isinstance(obb, list) and len(obb) == 4 else None
+            if corners and all(c is not None for c in corners):
+                regions.append(Region(pixel_polygon=[tuple(c) for c in corners]))
+            else:
+                problem = "an obb of obbs is not four [x, y] corners"
+        if obbs is None:
+            problem = "obbs is not a list of oriented boxes"
+    return Answer(text=text, regions=regions, image_shape=image_shape), problem
 
 
 def score_predictions(

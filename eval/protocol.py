@@ -41,7 +41,7 @@ def format_ok(record: dict) -> bool:
         return parsed.num_seg > 0 or (absent and raw.strip().lower().startswith("none here"))
     if task == "grounding":
         return any(r.box is not None for r in parsed.regions)
-    if task == "obb":
+    if task in ("obb", "obb_multi"):
         return any(r.obb is not None for r in parsed.regions)
     if task == "change_binary" or any(_YES_NO.match(r) for r in refs):
         return bool(_YES_NO.match(raw))
@@ -63,7 +63,7 @@ def delivered_ok(record: dict) -> bool:
         return elements["masks"] > 0 or (absent and text.strip().lower().startswith(("none here", "no")))
     if task == "grounding":
         return elements["boxes"] > 0 or elements["obbs"] > 0
-    if task == "obb":
+    if task in ("obb", "obb_multi"):
         return elements["obbs"] > 0
     if task == "change_binary" or any(_YES_NO.match(r) for r in refs):
         return bool(_YES_NO.match(text))

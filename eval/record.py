@@ -23,6 +23,7 @@ from shapely.geometry import Polygon
 TASKS = (
     "grounding",
     "obb",
+    "obb_multi",
     "refseg",
     "gcg",
     "change_mask",
@@ -49,6 +50,7 @@ class Record:
     question: str
     box: list[float] | None = None  # [x1, y1, x2, y2]
     obb: list[list[float]] | None = None  # four corners [[x, y], ...]
+    obbs: list[list[list[float]]] | None = None  # several objects' corners (``obb_multi``)
     polygons: list[list[list[list[float]]]] | None = None  # per target mask: rings [[x, y], ...]
     ignore_polygons: list[list[list[float]]] | None = None  # rings whose pixels are scored for neither side
     mask_paths: list[str] | None = None  # per target mask: a PNG (non-zero = target)

@@ -96,6 +96,14 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
         )
         inter, union = metrics.obb_counts(pred, record.obb)
         return {"pred_obb": pred, "iou": inter / union if union > 0 else 0.0, "area_counts": [inter, union]}
+    if task == "obb_multi":
+        preds = [
+            [list(p) for p in r.pixel_polygon] if r.pixel_polygon is not None else _box_corners(r.pixel_box)
+            for r in answer.regions
+            if r.pixel_polygon is not None or r.pixel_box is not None
+        ]
+        matched = metrics.matched_objects(preds, record.obbs or [])
+        return {"matched": matched, "objects": len(record.obbs or []), "predicted": len(preds)}
     if task in ("refseg", "change_mask"):
         shape = _image_shape(record, answer)
         pred = _union(_pred_masks(answer, shape), shape)
@@ -167,6 +175,13 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
         if task in ("grounding", "obb"):
             counts = [r["area_counts"] for r in items] if all("area_counts" in r for r in items) else None
             s = metrics.grounding_scores([r["iou"] for r in items], counts)
+        elif (
+            task == "obb_multi"
+        ):  # every object of every question counts once (TEOChat's GeoChat-Bench Acc@0.5)
+            matched, objects = sum(r["matched"] for r in items), sum(r["objects"] for r in items)
+            predicted = sum(r["predicted"] for r in items)
+            s = {"acc@0.5": matched / objects if objects else 0.0, "objects": objects}
+            s["precision@0.5"] = matched / predicted if predicted else 0.0
         elif task == "refseg":
             s = metrics.segmentation_scores([(r["intersection"], r["union"]) for r in items])
         elif task == "change_mask":
@@ -220,7 +235,7 @@ def _elements(answer: Answer) -> dict[str, int]:
 
 
 def _scored(row: dict[str, Any]) -> bool:
-    return any(k in row for k in ("iou", "mask_ious", "correct", "abs_error", "text"))
+    return any(k in row for k in ("iou", "mask_ious", "correct", "abs_error", "text", "matched"))
 
 
 # ------------------------------------------------------------------------------------------------ the loop

@@ -234,12 +234,13 @@ def test_rsvqa_hr_test_phili_and_flag_only_split_files(tmp_path):
 # ------------------------------------------------------------------------------------------------ GeoChat-Bench
 
 
-def test_geochat_bench_referring_single_boxes_are_obb_records_the_rest_counted(tmp_path):
+def test_geochat_bench_referring_single_and_several_objects_are_scored_broken_ones_counted(tmp_path):
     corners = [[10, 20], [50, 20], [50, 40], [10, 40]]
+    other = [[10, 45], [50, 45], [50, 60], [10, 60]]
     lines = [
         {"question_id": 0, "image_id": "P0003_0002", "question": "the white plane at the top", "ground_truth": [corners],
          "type": "ref", "dataset": "SOTA", "obj_ids": [3], "size_group": "small"},
-        {"question_id": 1, "image_id": "P0003_0002", "question": "2 large vehicles", "ground_truth": [corners, corners],
+        {"question_id": 1, "image_id": "P0003_0002", "question": "2 large vehicles", "ground_truth": [corners, other],
          "type": "ref", "dataset": "SOTA", "obj_ids": [4, 5], "size_group": "small"},
         {"question_id": 2, "image_id": "P0003_0002", "question": "a line", "ground_truth": [[[0, 0], [5, 5], [9, 9], [0, 0]]],
          "type": "ref", "dataset": "SOTA", "obj_ids": [6], "size_group": "small"},
@@ -248,17 +249,25 @@ def test_geochat_bench_referring_single_boxes_are_obb_records_the_rest_counted(t
     (tmp_path / "images").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "images/P0003_0002.png")
     records = read_benchmark("geochat-bench", tmp_path, split="referring")
-    (record,) = records
+    record, several = records
     assert (
         record.task == "obb"
         and record.obb == corners
         and record.question == "Give the oriented box of the white plane at the top."
     )
     assert Path(record.images[0]) == tmp_path / "images/P0003_0002.png"
-    assert records.skipped == {"referring to several objects (one box per record)": 1, "broken geometry": 1}
-    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "0", "obb": corners}) + "\n")
-    obb = score_predictions(records, tmp_path / "p.jsonl", tmp_path / "run")["tasks"]["obb"]
-    assert obb["acc@0.5"] == 1.0 and obb["miou"] == 1.0
+    assert several.task == "obb_multi" and several.obbs == [corners, other]
+    assert several.question == "Give the oriented boxes of 2 large vehicles."
+    assert records.skipped == {"broken geometry": 1}
+    # One of the two vehicles found, plus a box that matches nothing: Acc@0.5 over objects, as TEOChat scores it.
+    far = [[60, 60], [63, 60], [63, 63], [60, 63]]
+    (tmp_path / "p.jsonl").write_text(
+        json.dumps({"id": "0", "obb": corners}) + "\n" + json.dumps({"id": "1", "obbs": [other, far]}) + "\n"
+    )
+    tasks = score_predictions(records, tmp_path / "p.jsonl", tmp_path / "run")["tasks"]
+    assert tasks["obb"]["acc@0.5"] == 1.0 and tasks["obb"]["miou"] == 1.0
+    assert tasks["obb_multi"]["acc@0.5"] == 0.5 and tasks["obb_multi"]["objects"] == 2
+    assert tasks["obb_multi"]["precision@0.5"] == 0.5
     with pytest.raises(BenchmarkError, match="not a GeoChat-Bench folder: missing region_captioning.jsonl"):
         read_benchmark("geochat-bench", tmp_path, split="region_captioning")
 
