@@ -52,6 +52,28 @@ def element(question: str) -> str | None:
     return None
 
 
+_CAPTION = re.compile(r"\b(?:caption|description|describe|conversation)\b", re.IGNORECASE)
+
+# What a grounded description is made of when the model's own has no mask: common land-cover phrases, each decoded,
+# kept when it covers at least ``GROUNDED_MIN_SHARE`` of the image (data_gen's GCG answers keep classes from 2 %).
+VOCABULARY = ("water", "buildings", "roads", "trees", "vegetation", "bare land", "agriculture")
+GROUNDED_MIN_SHARE = 0.02
+GROUNDED_MAX = 5
+
+
+def asks_grounded_caption(question: str) -> bool:
+    """ "Provide a detailed caption with segmentation masks.": a description whose phrases carry masks."""
+    return bool(_CAPTION.search(question)) and element(question) == "mask"
+
+
+def grounded_sentence(phrases: list[str]) -> str:
+    """ "This scene contains water, buildings and roads." """
+    if not phrases:
+        return "I find none of the common land covers here."
+    listed = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
+    return f"This scene contains {listed}."
+
+
 def asks_count(question: str) -> bool:
     """ "How many buildings are there?": the count is the number of patches of the subject's mask, not the LLM's."""
     return bool(_COUNT.search(question))

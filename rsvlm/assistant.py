@@ -489,6 +489,15 @@ class Session:
                 picked, wanted, False, meta, reference, warnings
             )  # fmt: skip
             text = "Here it is."
+        elif (
+            asked.asks_grounded_caption(question)
+            and not two_dates
+            and not overview
+            and not asked.has_element(regions, "mask")
+        ):
+            # A grounded description without a mask: the common land covers the decoder finds, each with its mask.
+            regions = self._grounded_regions(features, reference, meta, warnings, valid)
+            text = asked.grounded_sentence([r.label for r in regions])
         elif wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
             # The element asked for is missing: cut it from a mask (rsvlm.asked).
             regions, text = self._cut_asked_element(
@@ -577,6 +586,22 @@ class Session:
         if patch is None:
             return None
         return self._to_source(Region(label=expression.noun, mask=patch), reference, meta, warnings)
+
+    def _grounded_regions(self, features, reference, meta, warnings, valid) -> list[Region]:
+        """The masks of ``asked.VOCABULARY`` that cover at least ``asked.GROUNDED_MIN_SHARE`` of the valid pixels,
+        largest first, at most ``asked.GROUNDED_MAX`` (one decoder pass for all the phrases)."""
+        assistant = self.assistant
+        phrases = list(asked.VOCABULARY)
+        with assistant.lock, assistant.inference():
+            logits = assistant.model.decode_masks(None, [0] * len(phrases), features, phrases)
+        regions = []
+        for phrase, lg in zip(phrases, logits):
+            mask = np.asarray((lg > 0).float().cpu()) > 0
+            region = self._to_source(Region(label=phrase, mask=mask), reference, meta, warnings)
+            if presence.is_present(int(region.mask.sum()), valid, asked.GROUNDED_MIN_SHARE):
+                regions.append(region)
+        regions.sort(key=lambda r: -int(r.mask.sum()))
+        return regions[: asked.GROUNDED_MAX]
 
     def _forced_yes_no(self, prompt_ids, features) -> str:
         """ "Yes." or "No.", whichever the model scores higher as its answer's first token."""

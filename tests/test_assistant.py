@@ -455,3 +455,26 @@ def test_a_ranked_referring_expression_returns_that_one_patch(assistant):
     assert (
         x1 > 128 and y1 > 128
     )  # the bottom-right patch, not the largest one (source pixels are 2x model ones)
+
+
+def test_a_grounded_caption_without_masks_is_built_from_the_land_covers_the_decoder_finds(assistant):
+    from rsvlm import asked
+
+    size = assistant.image_size
+    scripted(assistant, "The image shows a background of background.")
+
+    def decode_masks(seg_hidden, sample_index, features, phrases):
+        logits = torch.full((len(phrases), size, size), -10.0)
+        logits[phrases.index("water"), : size // 2] = 10.0  # half the image
+        logits[phrases.index("roads"), size // 2 :, :10] = 10.0  # a strip, about 4 %
+        logits[phrases.index("trees"), -1, -1] = 10.0  # one pixel: below the 2 % a phrase needs
+        return logits
+
+    assistant.model.decode_masks = decode_masks
+    answer = assistant.session().ask(
+        "Provide a detailed caption with segmentation masks.", images=[NAIP_2020]
+    )
+    assert [r.label for r in answer.regions] == ["water", "roads"]
+    assert answer.text.startswith("This scene contains water and roads.")
+    assert asked.asks_grounded_caption("Please produce a grounded conversation-style caption.")
+    assert not asked.asks_grounded_caption("Describe this image.")
