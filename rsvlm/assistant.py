@@ -543,17 +543,15 @@ class Session:
     ) -> tuple[list[Region], str]:
         """Regions and text for an answer that lacks the ``wanted`` element: boxes cut from a mask the answer has,
         or the element cut from the mask of the phrase the model names when asked for only that (two dates: "the
-        changed areas", the phrase the change path is trained on), or of the question's own subject."""
+        changed areas", the phrase the change path is trained on), or of the answer's own region's label."""
         region = None
         if wanted in ("box", "obb"):
             region = next((r for r in regions if r.mask is not None and asked.has_element([r], "mask")), None)
         if region is None:
             phrase = asked.CHANGE_PHRASE if two_dates else None
             region = self._phrase_mask(prompt_ids, features, reference, meta, warnings, phrase=phrase)
-        if region is None:  # the model closed no phrase: the question's own words, or the answer's label
-            fallback = presence.question_subject(question) or next(
-                (r.label for r in regions if r.label), None
-            )
+        if region is None:  # the model closed no phrase: the label of the answer's own region, if any
+            fallback = next((r.label for r in regions if r.label), None)
             if fallback:
                 region = self._phrase_mask(prompt_ids, features, reference, meta, warnings, phrase=fallback)
         if region is None:
