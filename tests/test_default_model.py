@@ -109,6 +109,7 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
     print(f"stitched vs one pass IoU {iou:.3f}; disagreement {differ[seam].mean():.3f} at borders, "
           f"{differ[~seam].mean():.3f} elsewhere")  # fmt: skip
     # A regression guard, not issue 8's target. The decoder attends over its whole window, so a window and the
-    # whole scene give different masks everywhere, and more so near window borders: measured IoU 0.84 (target
-    # 0.95) and 1.49x the disagreement at the borders (0.159 vs 0.107), so the stitched mask has faint seams.
-    assert iou > 0.75 and differ[seam].mean() <= 1.75 * differ[~seam].mean()
+    # whole scene give different masks everywhere: measured IoU 0.877 (target 0.95). Near window borders the
+    # disagreement was 1.49x that elsewhere at a 1/8 overlap (0.159 vs 0.107); at the 1/4 default it is 1.10x
+    # (0.090 vs 0.082), so the seams have nearly gone.
+    assert iou > 0.85 and differ[seam].mean() <= 1.25 * differ[~seam].mean()

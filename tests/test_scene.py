@@ -147,7 +147,7 @@ def test_coarse_to_fine_reads_only_the_boundaries_of_what_the_overview_found(ora
     say(oracle, "The <p>block</p> [SEG].", masks=[overview_mask])
     oracle.coarse_to_fine = True
     answer = oracle.session().ask("Outline the block.", images=[path])
-    assert 0 < answer.tiles < answer.windows == 81
+    assert 0 < answer.tiles < answer.windows == 121  # 11 x 11 windows of 128 px, 96 px apart
     (warning,) = [w for w in answer.warnings if "not read at full resolution" in w]
     assert "where the overview found nothing" in warning and "inside what the overview found" in warning
     truth = np.zeros((1000, 1000), bool)
