@@ -72,16 +72,16 @@ def build_demo(
         )
         with gr.Row():
             with gr.Column(scale=5):
-                files = gr.File(label="Images", file_count="multiple", file_types=FILE_TYPES, height=112)
-                view = gr.Image(label="Map", interactive=False, format="png", height=330)
+                files = gr.File(label="Images", file_count="multiple", file_types=FILE_TYPES, height=80)
+                view = gr.Image(label="Map", interactive=False, format="png", height=290)
                 slider = gr.ImageSlider(
                     label="Before / after",
                     interactive=False,
                     format="png",
-                    max_height=330,
+                    max_height=290,
                     visible=False,
                 )
-                # The table before the downloads, and a shorter map: at 1400 x 900 its first rows stay in view.
+                # The table before the downloads, a short file list and map: at 1400 x 900 its first row is in view.
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS,
                     label="Regions",
