@@ -113,7 +113,8 @@ def test_large_scene_is_answered_by_bounded_tiles(assistant, tmp_path):
     session = assistant.session()
     answer = session.ask("Find the cars.", images=[path])
     assert session.images[0].scale > 1  # only an overview of the scene is held
-    assert answer.tiles == 4 and answer.windows == 77  # the budget, out of 11 x 7 windows of 128 px, 96 px apart
+    # The budget, out of 11 x 7 windows of 128 px, 96 px apart.
+    assert answer.tiles == 4 and answer.windows == 77
     footprint = shapely_box(
         *rasterio.warp.transform_bounds("EPSG:32633", "EPSG:4326", 500000, 4999300, 501000, 5000000)
     )

@@ -250,7 +250,8 @@ def test_large_scene_mask_geotiff_is_written_on_the_source_grid(checkpoint, tmp_
         == 0
     )
     answer = json.loads(out.read_text())
-    assert answer["image_shape"] == [600, 900] and answer["tiles"] == answer["windows"] == 60  # 10 x 6 windows
+    # 10 x 6 windows of 128 px, 96 px apart.
+    assert answer["image_shape"] == [600, 900] and answer["tiles"] == answer["windows"] == 60
     with rasterio.open(mask) as src, rasterio.open(scene) as ref:
         assert src.shape == ref.shape and src.transform == ref.transform and src.crs == ref.crs
         written = src.read(1)
