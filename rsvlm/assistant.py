@@ -467,6 +467,41 @@ class Session:
                 present = presence.is_present(int(region.mask.sum()), valid, min_share)
                 text = presence.answer_text(present, region.label, presence.asks_absence(question))
                 regions = [region] if present else []
+        regions, text = self._decided_by_geometry(
+            question, regions, text, two_dates, overview, inputs["input_ids"], features, reference, meta,
+            warnings, valid,
+        )  # fmt: skip
+        if state_facts:
+            text = _join(text, measured_facts(regions, valid))
+        answer = Answer(
+            text=text,
+            regions=regions,
+            warnings=_unique(warnings),
+            raw_text=raw,
+            crs=reference.crs.to_string() if reference.crs else None,
+            transform=tuple(reference.transform)[:6],
+            image_shape=tuple(reference.data.shape[1:]),
+            timings=dict(result.timings),
+        )
+        return answer, result, meta, features
+
+    def _decided_by_geometry(
+        self,
+        question,
+        regions,
+        text,
+        two_dates,
+        overview,
+        prompt_ids,
+        features,
+        reference,
+        meta,
+        warnings,
+        valid,
+    ) -> tuple[list[Region], str]:
+        """The answer's regions and text where geometry decides: a count ("How many buildings?"), one referred
+        patch ("the second largest pond"), a grounded caption, the element the question asks for when the answer
+        lacks it, and the yes or no a yes/no question opens with."""
         yes_no_question = presence.asks_yes_no(question)
         counting = asked.asks_count(question) and not yes_no_question
         wanted = asked.element(question) or ("mask" if counting else None)
@@ -478,7 +513,7 @@ class Session:
         if counting and not overview and asked.count_subject(question):
             # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase.
             counted = self._phrase_mask(
-                inputs["input_ids"], features, reference, meta, warnings, phrase=asked.count_subject(question)
+                prompt_ids, features, reference, meta, warnings, phrase=asked.count_subject(question)
             )
         if counted is not None:
             regions = [counted] if counted.mask.any() else []
@@ -504,7 +539,7 @@ class Session:
         elif wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
             # The element asked for is missing: cut it from a mask (rsvlm.asked).
             regions, text = self._cut_asked_element(
-                wanted, question, regions, text, two_dates, inputs["input_ids"], features, reference, meta,
+                wanted, question, regions, text, two_dates, prompt_ids, features, reference, meta,
                 warnings, valid,
             )  # fmt: skip
         if counting and not overview and counted is None:
@@ -515,20 +550,8 @@ class Session:
                 text = asked.count_text(n, normalise_phrase(masks[0].label) or masks[0].label)
         if yes_no_question and presence.leading_yes_no(text) is None:
             # A yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
-            text = f"{self._forced_yes_no(inputs['input_ids'], features)} {text}".strip()
-        if state_facts:
-            text = _join(text, measured_facts(regions, valid))
-        answer = Answer(
-            text=text,
-            regions=regions,
-            warnings=_unique(warnings),
-            raw_text=raw,
-            crs=reference.crs.to_string() if reference.crs else None,
-            transform=tuple(reference.transform)[:6],
-            image_shape=tuple(reference.data.shape[1:]),
-            timings=dict(result.timings),
-        )
-        return answer, result, meta, features
+            text = f"{self._forced_yes_no(prompt_ids, features)} {text}".strip()
+        return regions, text
 
     def _cut_asked_element(
         self,
@@ -577,9 +600,8 @@ class Session:
         rows, cols = mask.shape
         height, width = reference.data.shape[1:]
 
-        def fraction(
-            x: float, y: float
-        ) -> tuple[float, float]:  # model pixels -> fractions of the read image
+        # Model pixels -> fractions of the read image (the model grid may be padded).
+        def fraction(x: float, y: float) -> tuple[float, float]:
             sx, sy = meta.grid_to_source(x * GRID / cols, y * GRID / rows)
             return sx / width, sy / height
 
