@@ -22,6 +22,7 @@ from pathlib import Path
 
 from eval.yes_no_set import CATCH_ALL
 from rsvlm import asked
+from rsvlm.atomic import atomic_path
 
 
 def count_rows(rows: list[dict], source: str) -> list[dict]:
@@ -89,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
     print(f"{len(rows)} questions written to {out}")
     return 0
 

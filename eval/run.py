@@ -75,6 +75,15 @@ def _union(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _pred_polygons(answer: Answer) -> list[list[list[float]]]:
+    """Each region's oriented box as four corners (a box's corners when it has no oriented box), in order."""
+    return [
+        [list(p) for p in r.pixel_polygon] if r.pixel_polygon is not None else _box_corners(r.pixel_box)
+        for r in answer.regions
+        if r.pixel_polygon is not None or r.pixel_box is not None
+    ]
+
+
 def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
     """Per-sample scores of one answer; everything the task summary needs is in the returned dict."""
     task = record.task
@@ -84,24 +93,11 @@ def score_answer(record: Record, answer: Answer) -> dict[str, Any]:
         inter, union = metrics.box_counts(box, record.box)
         return {"pred_box": box, "iou": inter / union if union > 0 else 0.0, "area_counts": [inter, union]}
     if task == "obb":
-        pred = next(
-            (
-                [list(p) for p in r.pixel_polygon]
-                if r.pixel_polygon is not None
-                else _box_corners(r.pixel_box)
-                for r in answer.regions
-                if r.pixel_polygon is not None or r.pixel_box is not None
-            ),
-            None,
-        )
+        pred = next(iter(_pred_polygons(answer)), None)
         inter, union = metrics.obb_counts(pred, record.obb)
         return {"pred_obb": pred, "iou": inter / union if union > 0 else 0.0, "area_counts": [inter, union]}
     if task == "obb_multi":
-        preds = [
-            [list(p) for p in r.pixel_polygon] if r.pixel_polygon is not None else _box_corners(r.pixel_box)
-            for r in answer.regions
-            if r.pixel_polygon is not None or r.pixel_box is not None
-        ]
+        preds = _pred_polygons(answer)
         matched = metrics.matched_objects(preds, record.obbs or [])
         return {"matched": matched, "objects": len(record.obbs or []), "predicted": len(preds)}
     if task in ("refseg", "change_mask"):

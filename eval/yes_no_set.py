@@ -21,6 +21,7 @@ from pathlib import Path
 
 from eval.metrics import leading_yes_no
 from rsvlm import presence
+from rsvlm.atomic import atomic_path
 
 CATCH_ALL = {"background", "other", "clutter", "land", "unlabeled", "unlabelled", "no data"}
 
@@ -95,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
     kept_ids = {row["id"] for row in rows}
     counts: dict[tuple, int] = defaultdict(int)
     for key, _, row in candidates:

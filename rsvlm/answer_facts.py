@@ -47,6 +47,13 @@ def format_area(area_m2: float) -> str:
     return f"{area_m2 / 1_000_000:,.2f} km² ({area_m2 / 10_000:,.0f} ha)"
 
 
+def mask_pixels(mask) -> int:
+    """True pixels of a dense mask or a ``geo.SparseMask``."""
+    from rsvlm import geo
+
+    return mask.count() if isinstance(mask, geo.SparseMask) else int(np.count_nonzero(mask))
+
+
 def count_patches(mask) -> int:
     """Separate 8-connected patches of a mask (a dense array; a ``SparseMask`` is not counted), specks left out as
     data_gen's counts leave them out: under about 0.02 % of the image, or 4 pixels
@@ -64,7 +71,6 @@ def count_patches(mask) -> int:
 
 def measured_facts(regions: list[Region], valid_pixels: int | None) -> str:
     """One sentence per measured region: "buildings: 0.31 ha (12 % of the image), 4 patches."."""
-    from rsvlm import geo
 
     lines = []
     by_label: dict[str, list[Region]] = {}
@@ -86,11 +92,7 @@ def measured_facts(regions: list[Region], valid_pixels: int | None) -> str:
         parts = []
         pixels = None
         if region.mask is not None:
-            pixels = (
-                region.mask.count()
-                if isinstance(region.mask, geo.SparseMask)
-                else int(np.count_nonzero(region.mask))
-            )
+            pixels = mask_pixels(region.mask)
             if pixels == 0:
                 lines.append(f"{label}: none found.")
                 continue

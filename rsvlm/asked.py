@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from rsvlm.answer_facts import mask_pixels
+
 _OBB = re.compile(r"\b(?:rotated|oriented|minimum[- ]area|min[- ]area|obb|rotation)\b", re.IGNORECASE)
 _BOX = re.compile(r"\b(?:box|boxes|bounding|locali[sz]e|detect)\b", re.IGNORECASE)
 _MASK = re.compile(
@@ -95,11 +97,7 @@ def has_element(regions, wanted: str, overview: bool = False) -> bool:
         # On a large scene's overview a [SEG] counts even when its mask is empty: small things vanish there, and
         # the windows decoded at full resolution find them from that [SEG]'s prompt.
         return any(r.mask is not None or r.seg_index is not None for r in regions)
-    return any(r.mask is not None and _nonempty(r.mask) for r in regions)
-
-
-def _nonempty(mask) -> bool:
-    return mask.count() > 0 if hasattr(mask, "count") else bool(np.asarray(mask).any())  # a SparseMask counts
+    return any(r.mask is not None and mask_pixels(r.mask) > 0 for r in regions)
 
 
 _COUNT_SUBJECT = re.compile(

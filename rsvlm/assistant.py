@@ -28,19 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsvlm import asked, geo, presence, referring, scene
-from rsvlm.answer_facts import count_patches, measured_facts, strip_model_quantities
+from rsvlm import decided, geo, scene
+from rsvlm.answer_facts import mask_pixels, measured_facts, strip_model_quantities
 from rsvlm.grounding import (
-    GRID,
-    Box,
-    OrientedBox,
     Region,
     attach_masks,
     format_single_image_prompt,
     format_two_date_prompt,
-    normalise_phrase,
     parse_answer,
 )
+from rsvlm.placement import to_source
 from rsvlm.tiling import describe_large_scene, merge_regions, plan_windows
 
 logger = logging.getLogger(__name__)
@@ -122,10 +119,6 @@ class Answer:
         geo.write_masks_geotiff(path, sparse, Affine(*self.transform[:6]), self.crs)
 
 
-def _mask_pixels(mask) -> int:
-    return mask.count() if isinstance(mask, geo.SparseMask) else int(np.count_nonzero(mask))
-
-
 def _region_json(region: Region) -> dict[str, Any]:
     return {
         "label": region.label,
@@ -136,7 +129,7 @@ def _region_json(region: Region) -> dict[str, Any]:
         if region.pixel_polygon
         else None,
         "has_mask": region.mask is not None,
-        "mask_pixels": _mask_pixels(region.mask) if region.mask is not None else None,
+        "mask_pixels": mask_pixels(region.mask) if region.mask is not None else None,
         "geometry": region.geometry,
         "area_m2": None if region.area_m2 is None else round(region.area_m2, 2),
         "area_ha": None if region.area_m2 is None else round(region.area_m2 / 10_000, 4),
@@ -448,29 +441,12 @@ class Session:
 
         reference = images[-1] if len(images) == 2 else images[0]
         meta = metas[-1] if len(images) == 2 else metas[0]
-        regions = [self._to_source(region, reference, meta, warnings) for region in parsed.regions]
+        regions = [to_source(region, reference, meta, warnings) for region in parsed.regions]
         text = _model_text(parsed.text, warnings)
         valid = int(reference.valid.sum()) if reference.valid is not None else None
         valid = valid or int(np.prod(reference.data.shape[1:]))
-        two_dates = len(images) == 2
-        # Two dates keep the model's yes/no: on held-out OSCD pairs the change mask's size said "changed" no better
-        # than chance (21 of 62 against the model's 31), while class masks beat the model by far (28 of 36 vs 10).
-        if presence.asks_presence(question, two_dates) and not two_dates:
-            # Whatever the model said ("No.", "None here: ...", a mask of something else), the yes or no is the
-            # mask's (rsvlm.presence): of the question's own subject, or of the phrase the model names.
-            subject = presence.question_subject(question)
-            region = self._phrase_mask(
-                inputs["input_ids"], features, reference, meta, warnings, phrase=subject
-            )
-            if region is not None:
-                min_share = presence.min_share_for(region.label, assistant.model.config)
-                present = presence.is_present(int(region.mask.sum()), valid, min_share)
-                text = presence.answer_text(present, region.label, presence.asks_absence(question))
-                regions = [region] if present else []
-        regions, text = self._decided_by_geometry(
-            question, regions, text, two_dates, overview, inputs["input_ids"], features, reference, meta,
-            warnings, valid,
-        )  # fmt: skip
+        turn = decided.Turn(assistant, inputs["input_ids"], features, reference, meta, warnings, valid)
+        regions, text = decided.decide(turn, question, regions, text, len(images) == 2, overview)
         if state_facts:
             text = _join(text, measured_facts(regions, valid))
         answer = Answer(
@@ -484,243 +460,6 @@ class Session:
             timings=dict(result.timings),
         )
         return answer, result, meta, features
-
-    def _decided_by_geometry(
-        self,
-        question,
-        regions,
-        text,
-        two_dates,
-        overview,
-        prompt_ids,
-        features,
-        reference,
-        meta,
-        warnings,
-        valid,
-    ) -> tuple[list[Region], str]:
-        """The answer's regions and text where geometry decides: a count ("How many buildings?"), one referred
-        patch ("the second largest pond"), a grounded caption, the element the question asks for when the answer
-        lacks it, and the yes or no a yes/no question opens with."""
-        yes_no_question = presence.asks_yes_no(question)
-        counting = asked.asks_count(question) and not yes_no_question
-        wanted = asked.element(question) or ("mask" if counting else None)
-        expression = None
-        if wanted and not (two_dates or yes_no_question or overview or asked.wants_every(question)):
-            expression = referring.parse(question)
-        picked = expression and self._referred_patch(expression, features, reference, meta, warnings)
-        counted = None
-        if counting and not overview and asked.count_subject(question):
-            # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase.
-            counted = self._phrase_mask(
-                prompt_ids, features, reference, meta, warnings, phrase=asked.count_subject(question)
-            )
-        if counted is not None:
-            regions = [counted] if counted.mask.any() else []
-            text = asked.count_text(
-                count_patches(counted.mask), normalise_phrase(counted.label) or counted.label
-            )
-        elif picked is not None:
-            # "the second largest patch of bare land in the bottom left": that one patch of the class's mask
-            # (rsvlm.referring), as a mask or cut into the box asked for.
-            regions = [picked] if wanted in ("mask", "place") else self._shapes_from_mask(
-                picked, wanted, False, meta, reference, warnings
-            )  # fmt: skip
-            text = "Here it is."
-        elif (
-            asked.asks_grounded_caption(question)
-            and not two_dates
-            and not overview
-            and not asked.has_element(regions, "mask")
-        ):
-            # A grounded description without a mask: the common land covers the decoder finds, each with its mask.
-            regions = self._grounded_regions(features, reference, meta, warnings, valid)
-            text = asked.grounded_sentence([r.label for r in regions])
-        elif wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
-            # The element asked for is missing: cut it from a mask (rsvlm.asked).
-            regions, text = self._cut_asked_element(
-                wanted, question, regions, text, two_dates, prompt_ids, features, reference, meta,
-                warnings, valid,
-            )  # fmt: skip
-        if counting and not overview and counted is None:
-            # "How many?" with no noun of its own: the number of patches of the returned mask, never the LLM's.
-            masks = [r for r in regions if isinstance(r.mask, np.ndarray)]
-            if masks:
-                n = sum(count_patches(r.mask) for r in masks)
-                text = asked.count_text(n, normalise_phrase(masks[0].label) or masks[0].label)
-        if yes_no_question and presence.leading_yes_no(text) is None:
-            # A yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
-            text = f"{self._forced_yes_no(prompt_ids, features)} {text}".strip()
-        return regions, text
-
-    def _cut_asked_element(
-        self,
-        wanted,
-        question,
-        regions,
-        text,
-        two_dates,
-        prompt_ids,
-        features,
-        reference,
-        meta,
-        warnings,
-        valid,
-    ) -> tuple[list[Region], str]:
-        """Regions and text for an answer that lacks the ``wanted`` element: boxes cut from a mask the answer has,
-        or the element cut from the mask of the phrase the model names when asked for only that (two dates: "the
-        changed areas", the phrase the change path is trained on), or of the answer's own region's label."""
-        region = None
-        if wanted in ("box", "obb"):
-            region = next((r for r in regions if r.mask is not None and asked.has_element([r], "mask")), None)
-        if region is None:
-            phrase = asked.CHANGE_PHRASE if two_dates else None
-            region = self._phrase_mask(prompt_ids, features, reference, meta, warnings, phrase=phrase)
-        if region is None:  # the model closed no phrase: the label of the answer's own region, if any
-            fallback = next((r.label for r in regions if r.label), None)
-            if fallback:
-                region = self._phrase_mask(prompt_ids, features, reference, meta, warnings, phrase=fallback)
-        if region is None:
-            return regions, text
-        if not presence.is_present(int(region.mask.sum()), valid):
-            return [], f"None here: I find no {normalise_phrase(region.label) or region.label}."
-        if wanted in ("mask", "place"):
-            return [region], "Here it is."
-        shapes = self._shapes_from_mask(
-            region, wanted, asked.wants_every(question), meta, reference, warnings
-        )
-        return shapes, f"Here {'they are' if len(shapes) > 1 else 'it is'}."
-
-    def _referred_patch(self, expression, features, reference, meta, warnings) -> Region | None:
-        """The patch ``expression`` names in the decoder's mask of its class noun (source pixels), or None."""
-        assistant = self.assistant
-        with assistant.lock, assistant.inference():
-            logits = assistant.model.decode_masks(None, [0], features, [expression.noun])[0]
-        mask = np.asarray((logits > 0).float().cpu()) > 0
-        rows, cols = mask.shape
-        height, width = reference.data.shape[1:]
-
-        # Model pixels -> fractions of the read image (the model grid may be padded).
-        def fraction(x: float, y: float) -> tuple[float, float]:
-            sx, sy = meta.grid_to_source(x * GRID / cols, y * GRID / rows)
-            return sx / width, sy / height
-
-        patch = referring.select(mask, expression, fraction)
-        if patch is None:
-            return None
-        return self._to_source(Region(label=expression.noun, mask=patch), reference, meta, warnings)
-
-    def _grounded_regions(self, features, reference, meta, warnings, valid) -> list[Region]:
-        """The masks of ``asked.VOCABULARY`` that cover at least ``asked.GROUNDED_MIN_SHARE`` of the valid pixels,
-        largest first, at most ``asked.GROUNDED_MAX`` (one decoder pass for all the phrases)."""
-        assistant = self.assistant
-        phrases = list(asked.VOCABULARY)
-        with assistant.lock, assistant.inference():
-            logits = assistant.model.decode_masks(None, [0] * len(phrases), features, phrases)
-        regions = []
-        for phrase, lg in zip(phrases, logits):
-            mask = np.asarray((lg > 0).float().cpu()) > 0
-            region = self._to_source(Region(label=phrase, mask=mask), reference, meta, warnings)
-            if presence.is_present(int(region.mask.sum()), valid, asked.GROUNDED_MIN_SHARE):
-                regions.append(region)
-        regions.sort(key=lambda r: -int(r.mask.sum()))
-        return regions[: asked.GROUNDED_MAX]
-
-    def _forced_yes_no(self, prompt_ids, features) -> str:
-        """ "Yes." or "No.", whichever the model scores higher as its answer's first token."""
-        assistant = self.assistant
-        tokenizer = assistant.processor.tokenizer
-        yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
-        with assistant.lock, assistant.inference():
-            logits = assistant.model.next_token_logits(prompt_ids, None, features)
-        return "Yes." if logits[yes] >= logits[no] else "No."
-
-    def _phrase_mask(self, prompt_ids, features, reference, meta, warnings, phrase=None) -> Region | None:
-        """The mask (source pixels) of ``phrase``, or of what the question is about: the model continues the turn's
-        prompt (``prompt_ids``) with an answer forced to open with ``<p>``, and the phrase it closes prompts the
-        decoder (None when it closes none)."""
-        assistant = self.assistant
-        processor = assistant.processor
-        with assistant.lock, assistant.inference():
-            if phrase is None:
-                opener = processor.tokenizer("<p>", add_special_tokens=False, return_tensors="pt")
-                input_ids = torch.cat([prompt_ids, opener["input_ids"]], dim=1)
-                result = assistant.model.generate(
-                    input_ids=input_ids.to(assistant.model.device),
-                    attention_mask=torch.ones_like(input_ids).to(assistant.model.device),
-                    image_features=features,
-                    max_new_tokens=32,
-                )
-                phrase = presence.phrase_from_continuation(processor.decode(result.sequences[0]))
-            if phrase is None:
-                return None
-            logits = assistant.model.decode_masks(None, [0], features, [phrase])[0]
-        mask = np.asarray((logits > 0).float().cpu()) > 0
-        return self._to_source(Region(label=phrase, mask=mask), reference, meta, warnings)
-
-    def _shapes_from_mask(
-        self, region: Region, wanted: str, every: bool, meta, reference, warnings
-    ) -> list[Region]:
-        """Boxes or oriented boxes of the mask's patches (the largest, or every one up to ``asked.MAX_BOXES``)."""
-        out = []
-        for patch in asked.patches(region.mask, asked.MAX_BOXES if every else 1):
-            if wanted == "obb":
-                cx, cy, w, h, angle = asked.min_area_rect(patch)
-                gx, gy = meta.source_to_grid(cx, cy)
-                gw, gh = meta.source_to_grid(w, h)
-                shape = Region(label=region.label, obb=OrientedBox(gx, gy, gw, gh, angle))
-            else:
-                x1, y1, x2, y2 = asked.pixel_box(patch)
-                shape = Region(
-                    label=region.label, box=Box(*meta.source_to_grid(x1, y1), *meta.source_to_grid(x2, y2))
-                )
-            out.append(self._to_source(shape, reference, meta, warnings))
-        return out
-
-    def _to_source(self, region: Region, image: geo.GeoImage, meta, warnings: list[str]) -> Region:
-        """Grid / model-input coordinates -> pixels of the read image -> CRS geometry and area; pixel
-        coordinates are then reported in the source raster (a window or overview read is offset and scaled)."""
-        geometries = []
-        if region.box is not None:
-            x1, y1 = meta.grid_to_source(region.box.x1, region.box.y1)
-            x2, y2 = meta.grid_to_source(region.box.x2, region.box.y2)
-            region.pixel_box = (x1, y1, x2, y2)
-        if region.obb is not None:
-            corners = [meta.grid_to_source(float(x), float(y)) for x, y in region.obb.corners()]
-            region.pixel_polygon = [(float(x), float(y)) for x, y in corners]
-        if region.mask is not None:
-            region.mask = np.asarray(meta.mask_to_source(region.mask)).astype(bool)
-            if image.valid is not None:
-                region.mask &= image.valid
-            if region.pixel_box is None and region.mask.any():
-                rows, cols = np.nonzero(region.mask)
-                region.pixel_box = (
-                    float(cols.min()),
-                    float(rows.min()),
-                    float(cols.max() + 1),
-                    float(rows.max() + 1),
-                )
-        if image.crs is None:
-            if "the image has no CRS: regions are in pixels only" not in warnings:
-                warnings.append("the image has no CRS: regions are in pixels only")
-        else:
-            has_mask = region.mask is not None and region.mask.any()
-            if has_mask:
-                geometries = geo.mask_to_polygons(region.mask, image.transform, image.crs)
-            elif region.pixel_polygon is not None:
-                geometries = [geo.pixel_polygon_to_geometry(region.pixel_polygon, image.transform, image.crs)]
-            elif region.pixel_box is not None:
-                geometries = [geo.pixel_box_to_geometry(region.pixel_box, image.transform, image.crs)]
-            if geometries:
-                region.geometry = _merge_geometries(geometries)
-            if has_mask:  # the pixels themselves, not their simplified outline
-                region.area_m2 = geo.mask_area_m2(region.mask, image.transform, image.crs)
-            elif region.geometry is not None:
-                region.area_m2 = float(geo.area_m2(region.geometry))
-        region.pixel_box = _to_raster_pixels_box(region.pixel_box, image)
-        if region.pixel_polygon is not None:
-            region.pixel_polygon = [_to_raster_pixels(x, y, image) for x, y in region.pixel_polygon]
-        return region
 
     # ------------------------------------------------------------------------------------------------------------
     def _ask_large_scene(
@@ -975,29 +714,12 @@ def _join(text: str, facts: str) -> str:
     return f"{text}\n{facts}" if text and facts else (text or facts)
 
 
-def _merge_geometries(geometries: list[dict]) -> dict | None:
-    return geometries[0] if len(geometries) == 1 else geo.union_geometries(geometries)
-
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _to_raster_pixels(x: float, y: float, image: geo.GeoImage) -> tuple[float, float]:
-    sx, sy = image.to_source_pixels(np.array([[x, y]]))[0]
-    return (float(sx), float(sy))
-
-
-def _to_raster_pixels_box(box, image: geo.GeoImage):
-    if box is None:
-        return None
-    x1, y1 = _to_raster_pixels(box[0], box[1], image)
-    x2, y2 = _to_raster_pixels(box[2], box[3], image)
-    return (x1, y1, x2, y2)
 
 
 _DATE = re.compile(r"(19|20)\d{2}[-_]?(0[1-9]|1[0-2])[-_]?([0-2]\d|3[01])|(19|20)\d{2}")

@@ -1,0 +1,211 @@
+"""What geometry decides in a turn: presence, counts, one referred patch, grounded captions, missing elements, yes/no.
+
+A 135M LLM is right about the form of an answer far more often than about what the image shows. So after the
+model's turn the assistant asks the mask decoder, which does read the image, and lets its masks decide
+(``decide``):
+
+- "Is there any water?" on one image: the mask of the question's subject at the calibrated share
+  (``rsvlm.presence``); two dates keep the model's yes or no;
+- "How many buildings?": the patches of the mask of the question's own noun (``rsvlm.answer_facts``);
+- "the second largest patch of bare land in the bottom left": that one patch (``rsvlm.referring``);
+- a grounded caption with no mask: the common land covers the decoder finds (``rsvlm.asked.VOCABULARY``);
+- a mask, boxes, oriented boxes or a place asked for and missing: cut from a mask (``rsvlm.asked``);
+- a yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
+
+``Turn`` holds what one turn read (its prompt, image features, reference image and its ``ImageMeta``); every mask
+it decodes comes back on the source pixels through ``rsvlm.placement.to_source``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsvlm import asked, geo, presence, referring
+from rsvlm.answer_facts import count_patches
+from rsvlm.grounding import GRID, Box, OrientedBox, Region, normalise_phrase
+from rsvlm.placement import to_source
+
+
+@dataclass
+class Turn:
+    """One model turn's inputs: ``assistant`` (model, processor, lock), the prompt's ids, the encoded images, the
+    image answered about with its ``ImageMeta``, the turn's warnings (appended to) and its valid pixel count."""
+
+    assistant: Any
+    prompt_ids: torch.Tensor
+    features: Any
+    reference: geo.GeoImage
+    meta: Any
+    warnings: list[str]
+    valid: int
+
+    def decode(self, phrases: list[str]) -> list[np.ndarray]:
+        """Bool masks (model-input pixels) of these phrases, one decoder pass."""
+        assistant = self.assistant
+        with assistant.lock, assistant.inference():
+            logits = assistant.model.decode_masks(None, [0] * len(phrases), self.features, phrases)
+        return [np.asarray((lg > 0).float().cpu()) > 0 for lg in logits]
+
+    def on_source(self, region: Region) -> Region:
+        return to_source(region, self.reference, self.meta, self.warnings)
+
+    def phrase_mask(self, phrase: str | None = None) -> Region | None:
+        """The mask (source pixels) of ``phrase``, or of what the question is about: the model continues the turn's
+        prompt with an answer forced to open with ``<p>``, and the phrase it closes prompts the decoder (None when
+        it closes none)."""
+        if phrase is None:
+            assistant = self.assistant
+            processor = assistant.processor
+            opener = processor.tokenizer("<p>", add_special_tokens=False, return_tensors="pt")
+            input_ids = torch.cat([self.prompt_ids, opener["input_ids"]], dim=1)
+            with assistant.lock, assistant.inference():
+                result = assistant.model.generate(
+                    input_ids=input_ids.to(assistant.model.device),
+                    attention_mask=torch.ones_like(input_ids).to(assistant.model.device),
+                    image_features=self.features,
+                    max_new_tokens=32,
+                )
+            phrase = presence.phrase_from_continuation(processor.decode(result.sequences[0]))
+            if phrase is None:
+                return None
+        (mask,) = self.decode([phrase])
+        return self.on_source(Region(label=phrase, mask=mask))
+
+    def shapes(self, region: Region, wanted: str, every: bool) -> list[Region]:
+        """Boxes or oriented boxes of the mask's patches (the largest, or every one up to ``asked.MAX_BOXES``)."""
+        meta = self.meta
+        out = []
+        for patch in asked.patches(region.mask, asked.MAX_BOXES if every else 1):
+            if wanted == "obb":
+                cx, cy, w, h, angle = asked.min_area_rect(patch)
+                gx, gy = meta.source_to_grid(cx, cy)
+                gw, gh = meta.source_to_grid(w, h)
+                shape = Region(label=region.label, obb=OrientedBox(gx, gy, gw, gh, angle))
+            else:
+                x1, y1, x2, y2 = asked.pixel_box(patch)
+                shape = Region(
+                    label=region.label, box=Box(*meta.source_to_grid(x1, y1), *meta.source_to_grid(x2, y2))
+                )
+            out.append(self.on_source(shape))
+        return out
+
+    def referred_patch(self, expression: referring.Reference) -> Region | None:
+        """The patch ``expression`` names in the decoder's mask of its class noun (source pixels), or None."""
+        (mask,) = self.decode([expression.noun])
+        rows, cols = mask.shape
+        height, width = self.reference.data.shape[1:]
+
+        # Model pixels -> fractions of the read image (the model grid may be padded).
+        def fraction(x: float, y: float) -> tuple[float, float]:
+            sx, sy = self.meta.grid_to_source(x * GRID / cols, y * GRID / rows)
+            return sx / width, sy / height
+
+        patch = referring.select(mask, expression, fraction)
+        return None if patch is None else self.on_source(Region(label=expression.noun, mask=patch))
+
+    def grounded_regions(self) -> list[Region]:
+        """The masks of ``asked.VOCABULARY`` that cover at least ``asked.GROUNDED_MIN_SHARE`` of the valid pixels,
+        largest first, at most ``asked.GROUNDED_MAX`` (one decoder pass for all the phrases)."""
+        phrases = list(asked.VOCABULARY)
+        regions = []
+        for phrase, mask in zip(phrases, self.decode(phrases)):
+            region = self.on_source(Region(label=phrase, mask=mask))
+            if presence.is_present(int(region.mask.sum()), self.valid, asked.GROUNDED_MIN_SHARE):
+                regions.append(region)
+        regions.sort(key=lambda r: -int(r.mask.sum()))
+        return regions[: asked.GROUNDED_MAX]
+
+    def forced_yes_no(self) -> str:
+        """ "Yes." or "No.", whichever the model scores higher as its answer's first token."""
+        assistant = self.assistant
+        tokenizer = assistant.processor.tokenizer
+        yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
+        with assistant.lock, assistant.inference():
+            logits = assistant.model.next_token_logits(self.prompt_ids, None, self.features)
+        return "Yes." if logits[yes] >= logits[no] else "No."
+
+    def cut_asked_element(
+        self, wanted: str, question: str, regions: list[Region], text: str, two_dates: bool
+    ) -> tuple[list[Region], str]:
+        """Regions and text for an answer that lacks the ``wanted`` element: boxes cut from a mask the answer has,
+        or the element cut from the mask of the phrase the model names when asked for only that (two dates: "the
+        changed areas", the phrase the change path is trained on), or of the answer's own region's label."""
+        region = None
+        if wanted in ("box", "obb"):
+            region = next((r for r in regions if r.mask is not None and asked.has_element([r], "mask")), None)
+        if region is None:
+            region = self.phrase_mask(asked.CHANGE_PHRASE if two_dates else None)
+        if region is None:  # the model closed no phrase: the label of the answer's own region, if any
+            fallback = next((r.label for r in regions if r.label), None)
+            if fallback:
+                region = self.phrase_mask(fallback)
+        if region is None:
+            return regions, text
+        if not presence.is_present(int(region.mask.sum()), self.valid):
+            return [], f"None here: I find no {normalise_phrase(region.label) or region.label}."
+        if wanted in ("mask", "place"):
+            return [region], "Here it is."
+        shapes = self.shapes(region, wanted, asked.wants_every(question))
+        return shapes, f"Here {'they are' if len(shapes) > 1 else 'it is'}."
+
+
+def decide(
+    turn: Turn, question: str, regions: list[Region], text: str, two_dates: bool, overview: bool
+) -> tuple[list[Region], str]:
+    """The answer's regions and text once geometry has decided what it decides (the module's list)."""
+    config = turn.assistant.model.config
+    # Two dates keep the model's yes/no: on held-out OSCD pairs the change mask's size said "changed" no better
+    # than chance (21 of 62 against the model's 31), while class masks beat the model by far (28 of 36 vs 10).
+    if presence.asks_presence(question, two_dates) and not two_dates:
+        # Whatever the model said ("No.", "None here: ...", a mask of something else), the yes or no is the
+        # mask's (rsvlm.presence): of the question's own subject, or of the phrase the model names.
+        region = turn.phrase_mask(presence.question_subject(question))
+        if region is not None:
+            min_share = presence.min_share_for(region.label, config)
+            present = presence.is_present(int(region.mask.sum()), turn.valid, min_share)
+            text = presence.answer_text(present, region.label, presence.asks_absence(question))
+            regions = [region] if present else []
+    yes_no_question = presence.asks_yes_no(question)
+    counting = asked.asks_count(question) and not yes_no_question
+    wanted = asked.element(question) or ("mask" if counting else None)
+    counted = picked = None
+    if counting and not overview and asked.count_subject(question):
+        # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase.
+        counted = turn.phrase_mask(asked.count_subject(question))
+    elif wanted and not (two_dates or yes_no_question or overview or asked.wants_every(question)):
+        expression = referring.parse(question)
+        picked = expression and turn.referred_patch(expression)
+    if counted is not None:
+        regions = [counted] if counted.mask.any() else []
+        text = asked.count_text(count_patches(counted.mask), normalise_phrase(counted.label) or counted.label)
+    elif picked is not None:
+        # "the second largest patch of bare land in the bottom left": that one patch of the class's mask
+        # (rsvlm.referring), as a mask or cut into the box asked for.
+        regions = [picked] if wanted in ("mask", "place") else turn.shapes(picked, wanted, False)
+        text = "Here it is."
+    elif (
+        asked.asks_grounded_caption(question)
+        and not two_dates
+        and not overview
+        and not asked.has_element(regions, "mask")
+    ):
+        # A grounded description without a mask: the common land covers the decoder finds, each with its mask.
+        regions = turn.grounded_regions()
+        text = asked.grounded_sentence([r.label for r in regions])
+    elif wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
+        # The element asked for is missing: cut it from a mask (rsvlm.asked).
+        regions, text = turn.cut_asked_element(wanted, question, regions, text, two_dates)
+    if counting and not overview and counted is None:
+        # "How many?" with no noun of its own: the number of patches of the returned mask, never the LLM's.
+        masks = [r for r in regions if isinstance(r.mask, np.ndarray)]
+        if masks:
+            n = sum(count_patches(r.mask) for r in masks)
+            text = asked.count_text(n, normalise_phrase(masks[0].label) or masks[0].label)
+    if yes_no_question and presence.leading_yes_no(text) is None:
+        # A yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
+        text = f"{turn.forced_yes_no()} {text}".strip()
+    return regions, text
