@@ -35,7 +35,7 @@ BROKEN_GEOMETRY = "broken geometry"
 KEYS = ("question_id", "image_id", "question", "ground_truth")
 
 
-def _corners(box: Any) -> list[list[float]] | None:
+def valid_corners(box: Any) -> list[list[float]] | None:
     """Four finite [x, y] corners enclosing a positive area without crossing itself, else None."""
     if not (isinstance(box, list) and len(box) == 4):
         return None
@@ -99,7 +99,7 @@ def read_geochat_bench(
             records.append(Record(rid, "caption", [image], question, texts=[c.strip() for c in captions]))
             continue
         boxes = truth if isinstance(truth, list) else []
-        corners = [_corners(b) for b in boxes]
+        corners = [valid_corners(b) for b in boxes]
         if not corners or any(c is None for c in corners):
             records.skipped[BROKEN_GEOMETRY] += 1
             continue

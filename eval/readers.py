@@ -4,7 +4,8 @@
 
 This module reads the VOC / GeoPixelD / LISA / change / ``rsvlm gen`` formats and keeps the registry of every
 ``--benchmark`` name; the official layouts of referring and reasoning segmentation (``eval/refer_seg.py``),
-RSVQA (``eval/rsvqa.py``) and GeoChat-Bench (``eval/geochat_bench.py``) have their own modules.
+RSVQA (``eval/rsvqa.py``), GeoChat-Bench (``eval/geochat_bench.py``) and DOTA's ``labelTxt``
+(``eval/dota.py``) have their own modules.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from eval import geochat_bench, refer_seg, rsvqa
+from eval import dota, geochat_bench, refer_seg, rsvqa
 from eval.layout import files, find_image, load_json
 from eval.record import IMAGE_SUFFIXES, TASKS, BenchmarkError, Record, Records
 from rsvlm.grounding import GRID, IMAGE_TOKEN, SEG_TOKEN, parse_answer
@@ -364,6 +365,7 @@ READERS: dict[str, Callable[..., list[Record]]] = {
     "earthreason": refer_seg.read_earthreason,
     "rsvqa": rsvqa.read_rsvqa,
     "geochat-bench": geochat_bench.read_geochat_bench,
+    "dota": dota.read_dota,
 }
 
 

@@ -189,21 +189,57 @@ def summarise(rows: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------- training
 
 
-def sample_batch(items: HeadItems, tiles, rng: random.Random, batch: int, prompts: int):
-    by_source: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(items.sources):
-        by_source[s].append(i)
-    names = sorted(by_source)
-    weights = [math.sqrt(len(by_source[n])) for n in names]
+def sample_batch(
+    items: HeadItems, tiles, rng: random.Random, batch: int, prompts: int, balance: str = "source"
+):
+    """``batch`` renderings x up to ``prompts`` targets each.
+
+    ``balance="source"``: a source (weight sqrt(its renderings)), then one of its renderings. ``"concept"``: a
+    concept first, uniformly, then a source with positives of it (weight sqrt(those renderings)), then one of
+    them, whose positive of that concept is always among its prompts; so a concept that only one big source
+    labels densely (Dubai's vegetation) is not crowded out by the classes every source has.
+    """
+    if balance == "concept":
+        anchors = _concept_anchors(items, tiles)  # computed once per run, kept on the items
+        concepts = sorted(anchors)
+    else:
+        by_source: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(items.sources):
+            by_source[s].append(i)
+        names = sorted(by_source)
+        weights = [math.sqrt(len(by_source[n])) for n in names]
     indices, targets = [], []
     for _ in range(batch):
-        i = rng.choice(by_source[rng.choices(names, weights)[0]])
-        pool = list(tiles[items.tile_index[i]].targets)
+        first = []
+        if balance == "concept":
+            concept = rng.choice(concepts)
+            by_source = anchors[concept]
+            names = sorted(by_source)
+            i = rng.choice(by_source[rng.choices(names, [math.sqrt(len(by_source[n])) for n in names])[0]])
+            pool = list(tiles[items.tile_index[i]].targets)
+            first = [next(t for t in pool if t.concept == concept and t.positive)]
+            pool = [t for t in pool if t is not first[0]]
+        else:
+            i = rng.choice(by_source[rng.choices(names, weights)[0]])
+            pool = list(tiles[items.tile_index[i]].targets)
         rng.shuffle(pool)
-        for target in pool[:prompts]:
+        for target in (first + pool)[:prompts]:
             indices.append(i)
             targets.append(target)
     return indices, targets
+
+
+def _concept_anchors(items: HeadItems, tiles) -> dict[str, dict[str, list[int]]]:
+    """concept -> source -> the renderings whose tile has a positive target of that concept."""
+    cached = getattr(items, "_concept_anchors", None)
+    if cached is not None:
+        return cached
+    anchors: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, s in enumerate(items.sources):
+        for concept in {t.concept for t in tiles[items.tile_index[i]].targets if t.positive}:
+            anchors[concept][s].append(i)
+    items._concept_anchors = anchors
+    return anchors
 
 
 def train(args) -> Path:
@@ -267,7 +303,7 @@ def train(args) -> Path:
     tick, seen = time.perf_counter(), 0
     stop = min(args.max_steps, args.stop_after or args.max_steps)
     for step in range(state["step"], stop):
-        indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts)
+        indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts, args.balance)
         phrases = [rng.choice(t.phrases) for t in targets]
         pairs = [item_target(items, train_tiles, processor, i, t) for i, t in zip(indices, targets)]
         target = torch.stack([p[0] for p in pairs])
@@ -361,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", type=int, default=4, help="renderings per tile (identity, turn, pan, jitter)"
     )
     p.add_argument("--cap", type=int, default=400, help="tiles per source")
+    p.add_argument(
+        "--balance",
+        choices=["source", "concept"],
+        default="source",
+        help="draw each rendering by source, or by concept first (see sample_batch)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=250)

@@ -169,3 +169,42 @@ def test_gen_parquet_rows_become_records_by_what_their_answer_holds(tmp_path):
     assert records["n"].number == 7 and records["v"].texts == ["Yes."]
     np.testing.assert_array_equal(records["s"].target_mask((64, 32)), mask)
     assert Image.open(records["m"].images[1]).size == (32, 64)
+
+
+def test_dota_label_txt_gives_class_questions_with_boxes_and_counts(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labelTxt").mkdir()
+    Image.new("RGB", (100, 100)).save(tmp_path / "images/P0001.png")
+    (tmp_path / "labelTxt/P0001.txt").write_text(
+        "imagesource:GoogleEarth\ngsd:0.25\n"
+        "10 10 20 10 20 20 10 20 ship 0\n"
+        "30 10 40 10 40 20 30 20 ship 0\n"
+        "50 50 60 50 60 60 50 60 ship 1\n"  # difficult: left out, counted
+        "0 0 5 5 9 9 0 0 large-vehicle 0\n"  # no area
+        "70 70 90 70 90 90 70 90 harbor 0\n"
+        "1 2 3 ship\n"
+    )
+    records = read_benchmark("dota", tmp_path)
+    by_id = {r.id: r for r in records}
+    ships = by_id["P0001#ship"]
+    assert ships.task == "obb_multi" and ships.question == "Give the oriented boxes of all the ships."
+    assert ships.obbs == [[[10, 10], [20, 10], [20, 20], [10, 20]], [[30, 10], [40, 10], [40, 20], [30, 20]]]
+    assert by_id["P0001#ship#count"].number == 2 and by_id["P0001#ship#count"].task == "count"
+    assert by_id["P0001#harbor"].task == "obb" and by_id["P0001#harbor#count"].number == 1
+    assert Path(ships.images[0]) == tmp_path / "images/P0001.png"
+    assert dict(records.skipped) == {
+        "difficult object (ignored, as the DOTA devkit does)": 1,
+        "broken geometry": 1,
+        "malformed label line": 1,
+    }
+    with pytest.raises(BenchmarkError, match="has no val/ folder"):
+        read_benchmark("dota", tmp_path, split="val")
+
+
+def test_dota_real_harbour_and_parking_lot():
+    records = read_benchmark("dota", need(DATA / "grounding/dota"))
+    counts = {r.id.removesuffix("#count"): r.number for r in records if r.task == "count"}
+    assert counts["P0706#ship"] == 525 and counts["P1888#large-vehicle"] == 50
+    assert records.skipped["difficult object (ignored, as the DOTA devkit does)"] == 6
+    assert all(Path(r.images[0]).exists() for r in records)
+    assert {r.task for r in records} == {"obb_multi", "count"}

@@ -83,6 +83,31 @@ def test_dense_labels_give_positives_and_negatives(corpus):
     assert any(not positive for _, positive in concepts)  # a class absent from a tile is an empty target
 
 
+def test_concept_balance_draws_the_rare_concept_as_often_as_the_common_one():
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from train.heads import sample_batch
+    from train.heads_data import Target, TileTargets
+
+    full, empty = np.ones((4, 4), bool), np.zeros((4, 4), bool)
+    common = [TileTargets(f"b{k}", "city", "train", np.zeros((4, 4, 3), np.uint8),
+                          [Target(full, ["building"], "building"), Target(empty, ["trees"], "tree")])
+              for k in range(30)]  # fmt: skip
+    rare = [TileTargets("t0", "forest", "train", np.zeros((4, 4, 3), np.uint8), [Target(full, ["trees"], "tree")])]
+    tiles = common + rare
+    items = SimpleNamespace(sources=[t.source for t in tiles], tile_index=list(range(len(tiles))))
+
+    def tree_positives(balance):
+        _, targets = sample_batch(items, tiles, random.Random(0), 400, 1, balance)
+        return sum(t.concept == "tree" and t.positive for t in targets) / len(targets)
+
+    assert tree_positives("source") < 0.3  # sqrt(30) vs sqrt(1): the forest tile is drawn ~15 % of the time
+    assert 0.4 < tree_positives("concept") < 0.6  # half the renderings are anchored on a tree positive
+
+
 def test_stage_a_trains_only_the_heads_and_keeps_the_best(corpus, init_checkpoint, tmp_path):
     run_heads(corpus, init_checkpoint, tmp_path / "a", 4)
     before = load_file(init_checkpoint / "model.safetensors")
