@@ -687,11 +687,21 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         if result.unexpected_keys:  # pragma: no cover - guarded above
             raise RSVLMInputError(f"unexpected keys {result.unexpected_keys[:5]}")
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Write ``model.safetensors`` (trainable part only, atomically), ``config.json`` and the processor files."""
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None, **kwargs
+    ) -> None:
+        """Write ``model.safetensors`` (trainable part only, atomically), ``config.json`` and the processor files.
+
+        ``state_dict``: the tensors to write instead of the model's own (a trainer that gathered sharded
+        parameters whole); its trainable keys are kept, as ``transformers``' own ``save_pretrained`` takes one."""
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.trainable_state_dict().items()}
+        source = self.trainable_state_dict() if state_dict is None else state_dict
+        state = {
+            k: v.detach().to("cpu").contiguous().clone()
+            for k, v in source.items()
+            if self._is_trainable_key(k)
+        }
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", "model_type": "rsvlm"})
         self.config.architectures = [type(self).__name__]

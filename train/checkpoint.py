@@ -83,9 +83,12 @@ def prune_checkpoints(root: Path, keep_last: int) -> None:
 # ---------------------------------------------------------------------------------------------------- optimizer
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer, param_names: list[str], folder: Path) -> None:
-    """``optimizer.state_dict()`` as ``optimizer.safetensors`` (tensors) + ``optimizer.json`` (the rest)."""
-    state = optimizer.state_dict()
+def optimizer_to_files(
+    optimizer: torch.optim.Optimizer | dict[str, Any], param_names: list[str], folder: Path
+) -> None:
+    """``optimizer.state_dict()`` (or a state dict gathered already: FSDP) as ``optimizer.safetensors`` (tensors)
+    + ``optimizer.json`` (the rest)."""
+    state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, values in state["state"].items():
@@ -166,11 +169,14 @@ def save_checkpoint(
     scheduler,
     param_names: list[str],
     trainer_state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``root/step-NNNNNN`` atomically (temporary folder, then rename) and return it.
 
+    ``optimizer`` is an optimizer or its state dict (under FSDP, gathered whole first: ``train.fsdp``);
     ``optimizer=None`` (DeepSpeed, whose partitioned state is not a plain ``state_dict``) writes an empty
-    ``optimizer.safetensors`` and the parameter names only; a resume then restarts the moments.
+    ``optimizer.safetensors`` and the parameter names only; a resume then restarts the moments. ``weights``: the
+    trainable tensors gathered whole (FSDP), instead of reading them from ``model``.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -179,7 +185,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=weights)
         if optimizer is not None:
             optimizer_to_files(optimizer, param_names, tmp)
         else:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from train import checkpoint as ckpt
 from train.config import TrainConfig, TrainConfigError
 from train.data import BatchBuilder, SFTData, eval_batches, loader
+from train.fsdp import full_tensors, sharded_like
 from train.mixing import plan_epoch, samples_per_source
 
 logger = logging.getLogger(__name__)
@@ -236,13 +237,26 @@ def evaluate(model, builder: BatchBuilder, batches: list[list[int]], accelerator
     device = accelerator.device
     sums = torch.zeros(6, dtype=torch.float64)  # ce*tokens, tokens, mask_loss*masks, masks, iou sum, samples
     mine = batches[accelerator.process_index :: accelerator.num_processes]
-    for rows in tqdm(mine, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
+    # Under FSDP each forward gathers shards from every process, so all run the same number of forwards: a
+    # process with one batch fewer repeats its first one, uncounted.
+    rounds = -(-len(batches) // accelerator.num_processes)
+    padding = rounds - len(mine) if accelerator.distributed_type == "FSDP" else 0
+    for k, rows in enumerate(
+        tqdm(
+            mine + (mine or batches)[:1] * padding,
+            desc="eval",
+            leave=False,
+            disable=not accelerator.is_local_main_process,
+        )
+    ):
         batch, _ = builder.build(rows)
         if batch is None:
             continue
         batch = _to_device(batch, device)
         with accelerator.autocast():
             out = model(**batch)
+        if k >= len(mine):
+            continue
         tokens = int((batch["labels"][:, 1:] != -100).sum())
         masks = sum(int(m.shape[0]) for m in batch["seg_masks"])
         sums[0] += float(out.ce_loss) * tokens
@@ -303,8 +317,10 @@ def _micro_batches(
 def parameter_sharding(distributed_type: str, zero_stage: int | None) -> str | None:
     """The scheme's name when it shards the parameters themselves (ZeRO-3, FSDP), else None (DDP, ZeRO-1/2).
 
-    This trainer saves, resumes and evaluates through the unwrapped model on one process, which only sees whole
-    parameters under DDP and ZeRO-1/2: under ZeRO-3 or FSDP it would write empty or partial checkpoints.
+    Under DDP and ZeRO-1/2 every process holds whole parameters, so one process saves and evaluates the
+    unwrapped model. Under FSDP (2) the trainable tensors and their moments are gathered whole before the main
+    process writes them (``train.fsdp``), and a resume cuts them back into shards. ZeRO-3 is still refused: its
+    gather (``GatheredParameters``) has no CPU path here to test it on.
     """
     if distributed_type == "FSDP":
         return "FSDP"
@@ -331,11 +347,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     deepspeed_plugin = accelerator.state.deepspeed_plugin
     zero_stage = deepspeed_plugin.zero_stage if deepspeed_plugin else None
     sharding = parameter_sharding(accelerator.distributed_type, zero_stage)
-    if sharding:
+    if sharding and sharding != "FSDP":
         raise TrainConfigError(
-            f"{sharding} shards the parameters, which this trainer does not support yet (its checkpoints, resume "
-            "and evaluation read them whole): use train/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml"
+            f"{sharding} shards the parameters, which this trainer does not support yet (its checkpoints gather "
+            "only FSDP shards): use train/accelerate/fsdp.yaml, multi_gpu.yaml or deepspeed_zero2.yaml"
         )
+    fsdp = sharding == "FSDP"
+    if fsdp and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise TrainConfigError("FSDP1 keeps flat parameters this trainer cannot gather: set fsdp_version: 2")
     is_main = accelerator.is_main_process
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
         train_data = SFTData(cfg.data, cfg.train_split, cfg.tasks, cfg.datasets_cache)
@@ -387,21 +406,28 @@ def train(cfg: TrainConfig) -> TrainResult:
         ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
         ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
         ds_config["gradient_accumulation_steps"] = cfg.grad_accum
+    if resume_from is not None:
+        from safetensors.torch import load_file
+
+        from rsvlm.modeling_rsvlm import WEIGHTS_NAME
+
+        # Before prepare: FSDP then shards the resumed weights, DDP starts every process on them.
+        model.load_trainable_state_dict(load_file(resume_from / WEIGHTS_NAME))
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
+    if fsdp:
+        from torch.distributed.tensor import DTensor
+
+        shards = sum(isinstance(p, DTensor) for p in raw_model.parameters())
+        logger.info("FSDP: %d parameters sharded over %d processes", shards, accelerator.num_processes)
 
     step, consumed = 0, 0
     metrics_path = out / METRICS
     if resume_from is not None:
         state = json.loads((resume_from / "trainer_state.json").read_text())
-        from safetensors.torch import load_file
-
-        from rsvlm.modeling_rsvlm import WEIGHTS_NAME
-
-        weights = load_file(resume_from / WEIGHTS_NAME, device=str(raw_model.new_token_embed.device))
-        raw_model.load_trainable_state_dict(weights)
         if not deepspeed:
-            optimizer.load_state_dict(ckpt.optimizer_from_files(resume_from, names))
+            moments = ckpt.optimizer_from_files(resume_from, names)
+            optimizer.load_state_dict(sharded_like(optimizer.optimizer, moments) if fsdp else moments)
         else:
             logger.warning(
                 "DeepSpeed: optimizer moments restart at the resume (they are not saved without pickle)"
@@ -447,6 +473,9 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     def save() -> Path | None:
         path = None
+        # Under FSDP every process takes part in gathering the shards; only the main one writes them.
+        weights = full_tensors(raw_model.trainable_state_dict()) if fsdp else None
+        moments = full_tensors(optimizer.state_dict()) if fsdp else None
         if is_main:
             trainer_state = {
                 "step": step,
@@ -459,8 +488,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "skipped": dict(skipped),
                 "samples_per_source": per_source(),
             }
-            path = ckpt.save_checkpoint(checkpoints, step, raw_model, None if deepspeed else optimizer,
-                                        scheduler, names, trainer_state)  # fmt: skip
+            path = ckpt.save_checkpoint(checkpoints, step, raw_model, moments or (None if deepspeed else optimizer),
+                                        scheduler, names, trainer_state, weights=weights)  # fmt: skip
             ckpt.prune_checkpoints(checkpoints, cfg.keep_last)
             logger.info("checkpoint %s", path)
         accelerator.wait_for_everyone()
@@ -557,11 +586,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         run_eval()
     if not (last_saved is not None and last_saved.name == ckpt.step_dir(checkpoints, step).name):
         last_saved = save() or last_saved
+    weights = full_tensors(raw_model.trainable_state_dict()) if fsdp and step >= total_steps else None
     if step >= total_steps and is_main:
         final_dir = out / "final"
         tmp = out / f".final-tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        raw_model.save_pretrained(tmp)
+        raw_model.save_pretrained(tmp, state_dict=weights)
         ckpt.replace_dir(tmp, final_dir)
         logger.info("final model in %s", final_dir)
     accelerator.wait_for_everyone()
