@@ -96,7 +96,9 @@ def test_concept_balance_draws_the_rare_concept_as_often_as_the_common_one():
     common = [TileTargets(f"b{k}", "city", "train", np.zeros((4, 4, 3), np.uint8),
                           [Target(full, ["building"], "building"), Target(empty, ["trees"], "tree")])
               for k in range(30)]  # fmt: skip
-    rare = [TileTargets("t0", "forest", "train", np.zeros((4, 4, 3), np.uint8), [Target(full, ["trees"], "tree")])]
+    rare = [
+        TileTargets("t0", "forest", "train", np.zeros((4, 4, 3), np.uint8), [Target(full, ["trees"], "tree")])
+    ]
     tiles = common + rare
     items = SimpleNamespace(sources=[t.source for t in tiles], tile_index=list(range(len(tiles))))
 
