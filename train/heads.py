@@ -10,10 +10,10 @@ a ``[SEG]`` closes, so (image, phrase, mask) triples train it directly, hundreds
 against ~1 sample/s for an end-to-end step. The LLM's job (stage B, ``train.sft``) is then to say *what* to segment.
 
 Loop: ``heads_data`` tiles (train split; each source capped, so Dubai's 1,900 tiles do not drown the rest) ->
-renderings encoded once -> steps of ``batch`` renderings x ``prompts`` targets each (sources drawn with weight
-sqrt(tiles), positives and negatives mixed) -> BCE + Dice on scored pixels -> AdamW with warm-up and cosine ->
-every ``eval_every`` steps the validation split's gIoU per concept; the best is kept as ``out/best`` (an rsvlm
-checkpoint). Checkpoints (safetensors + JSON, ``train.checkpoint``) make a killed run resume where it stopped.
+renderings encoded once -> steps of ``batch`` renderings x ``prompts`` targets each (a concept drawn first, then a
+source with positives of it by sqrt(tiles), so Dubai's vegetation is not crowded out; positives and negatives
+mixed) -> BCE + Dice on scored pixels -> AdamW with warm-up and cosine -> every ``eval_every`` steps the
+validation split's gIoU per concept; the best is kept as ``out/best`` (an rsvlm checkpoint). Checkpoints (safetensors + JSON, ``train.checkpoint``) make a killed run resume where it stopped.
 
 ``--change`` (stage A2) runs the same loop on two-date tiles: both dates' maps are cached, and only the change
 fusion and the decoder's pair fusion learn, so "the changed areas" is decoded from ``fuse(f1, f2, |f1 - f2|)`` by
@@ -299,11 +299,12 @@ def train(args) -> Path:
         ckpt.save_checkpoint(out / "checkpoints", step, model, optimizer, scheduler, names, extra)
         ckpt.prune_checkpoints(out / "checkpoints", 2)
 
+    balance = args.balance or ("source" if args.change else "concept")
     model.train()
     tick, seen = time.perf_counter(), 0
     stop = min(args.max_steps, args.stop_after or args.max_steps)
     for step in range(state["step"], stop):
-        indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts, args.balance)
+        indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts, balance)
         phrases = [rng.choice(t.phrases) for t in targets]
         pairs = [item_target(items, train_tiles, processor, i, t) for i, t in zip(indices, targets)]
         target = torch.stack([p[0] for p in pairs])
@@ -400,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--balance",
         choices=["source", "concept"],
-        default="source",
-        help="draw each rendering by source, or by concept first (see sample_batch)",
+        default=None,
+        help="draw each rendering by concept first (default), or by source (default with --change, whose one "
+        "concept has its empty targets drawn too); see sample_batch",
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
