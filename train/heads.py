@@ -13,7 +13,8 @@ Loop: ``heads_data`` tiles (train split; each source capped, so Dubai's 1,900 ti
 renderings encoded once -> steps of ``batch`` renderings x ``prompts`` targets each (a concept drawn first, then a
 source with positives of it by sqrt(tiles), so Dubai's vegetation is not crowded out; positives and negatives
 mixed) -> BCE + Dice on scored pixels -> AdamW with warm-up and cosine -> every ``eval_every`` steps the
-validation split's gIoU per concept; the best is kept as ``out/best`` (an rsvlm checkpoint). Checkpoints (safetensors + JSON, ``train.checkpoint``) make a killed run resume where it stopped.
+validation split's gIoU per concept; the best is kept as ``out/best`` (an rsvlm checkpoint). Checkpoints
+(safetensors + JSON, ``train.checkpoint``) make a killed run resume where it stopped.
 
 ``--change`` (stage A2) runs the same loop on two-date tiles: both dates' maps are cached, and only the change
 fusion and the decoder's pair fusion learn, so "the changed areas" is decoded from ``fuse(f1, f2, |f1 - f2|)`` by
