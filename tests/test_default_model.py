@@ -108,8 +108,9 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
     iou = (stitched & single).sum() / (stitched | single).sum()
     print(f"stitched vs one pass IoU {iou:.3f}; disagreement {differ[seam].mean():.3f} at borders, "
           f"{differ[~seam].mean():.3f} elsewhere")  # fmt: skip
-    # A regression guard, not issue 8's target. The decoder attends over its whole window, so a window and the
-    # whole scene give different masks everywhere: measured IoU 0.877 (target 0.95). Near window borders the
-    # disagreement was 1.49x that elsewhere at a 1/8 overlap (0.159 vs 0.107); at the 1/4 default it is 1.10x
-    # (0.090 vs 0.082), so the seams have nearly gone.
-    assert iou > 0.85 and differ[seam].mean() <= 1.25 * differ[~seam].mean()
+    # A regression guard on the stitching, not issue 8's target. The decoder attends over its whole window, so a
+    # window and the whole scene give different masks everywhere, and how much depends on the decoder: the
+    # previous default measured IoU 0.877 here, the concept-balanced one 0.459 (mean over 12 held-out tiles at 2x:
+    # 0.493 -> 0.426; target 0.95). What stitching must not add is disagreement at the window borders: 1.49x that
+    # elsewhere at a 1/8 overlap with the previous decoder, 1.10x at the 1/4 default, now 1.22x (0.243 vs 0.199).
+    assert iou > 0.4 and differ[seam].mean() <= 1.25 * differ[~seam].mean()
