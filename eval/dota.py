@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from data_gen.tasks.phrasing import plural
 from eval.geochat_bench import BROKEN_GEOMETRY, valid_corners
 from eval.layout import files, find_image
 from eval.record import BenchmarkError, Record, Records
@@ -30,19 +31,6 @@ from eval.record import BenchmarkError, Record, Records
 DIFFICULT = "difficult object (ignored, as the DOTA devkit does)"
 MALFORMED = "malformed label line"
 _HEADERS = ("imagesource:", "gsd:")
-
-
-def plural(name: str) -> str:
-    """``large-vehicle`` -> ``large vehicles``; ``harbor`` -> ``harbors``; ``ground-track-field`` -> ``…fields``."""
-    words = name.replace("-", " ").replace("_", " ").split()
-    last = words[-1]
-    if last.endswith(("s", "x", "ch", "sh")):
-        last += "es"
-    elif last.endswith("y") and last[-2:-1] not in "aeiou":
-        last = last[:-1] + "ies"
-    else:
-        last += "s"
-    return " ".join([*words[:-1], last])
 
 
 def _label_folder(path: Path, split: str | None) -> tuple[Path, Path | None]:
@@ -87,7 +75,7 @@ def read_dota(path: str | Path, images: str | Path | None = None, split: str | N
             else:
                 by_class[fields[8]].append(corners)
         for name, boxes in sorted(by_class.items()):
-            things = plural(name)
+            things = plural(name.replace("-", " "))
             rid = f"{label_file.stem}#{name}"
             if len(boxes) == 1:
                 question = f"Give the oriented box of the {name.replace('-', ' ')}."

@@ -31,6 +31,7 @@ import random
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -190,57 +191,53 @@ def summarise(rows: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------- training
 
 
-def sample_batch(
-    items: HeadItems, tiles, rng: random.Random, batch: int, prompts: int, balance: str = "source"
-):
-    """``batch`` renderings x up to ``prompts`` targets each.
+@dataclass
+class RenderingPool:
+    """Renderings by source; a draw takes a source (weight sqrt(its renderings)), then one of its renderings."""
 
-    ``balance="source"``: a source (weight sqrt(its renderings)), then one of its renderings. ``"concept"``: a
-    concept first, uniformly, then a source with positives of it (weight sqrt(those renderings)), then one of
-    them, whose positive of that concept is always among its prompts; so a concept that only one big source
-    labels densely (Dubai's vegetation) is not crowded out by the classes every source has.
+    renderings: dict[str, list[int]]
+
+    def __post_init__(self) -> None:
+        self.names = sorted(self.renderings)
+        self.weights = [math.sqrt(len(self.renderings[n])) for n in self.names]
+
+    def draw(self, rng: random.Random) -> int:
+        return rng.choice(self.renderings[rng.choices(self.names, self.weights)[0]])
+
+
+def sampling_pools(items: HeadItems, tiles, balance: str) -> dict[str | None, RenderingPool]:
+    """What ``sample_batch`` draws from, built once per run.
+
+    ``"source"``: one pool of every rendering (key None). ``"concept"``: per concept, the renderings whose tile has
+    a positive of it; a concept is drawn first, uniformly, so a concept that only one big source labels densely
+    (Dubai's vegetation) is not crowded out by the classes every source has.
     """
-    if balance == "concept":
-        anchors = _concept_anchors(items, tiles)  # computed once per run, kept on the items
-        concepts = sorted(anchors)
-    else:
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(items.sources):
-            by_source[s].append(i)
-        names = sorted(by_source)
-        weights = [math.sqrt(len(by_source[n])) for n in names]
+    grouped: dict[str | None, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, source in enumerate(items.sources):
+        if balance == "concept":
+            for concept in {t.concept for t in tiles[items.tile_index[i]].targets if t.positive}:
+                grouped[concept][source].append(i)
+        else:
+            grouped[None][source].append(i)
+    return {key: RenderingPool(dict(by_source)) for key, by_source in grouped.items()}
+
+
+def sample_batch(items: HeadItems, tiles, rng: random.Random, batch: int, prompts: int, pools):
+    """``batch`` renderings x up to ``prompts`` targets each, drawn from ``sampling_pools``; a rendering drawn for
+    a concept always has its positive of that concept among its prompts."""
+    concepts = sorted(k for k in pools if k is not None)
     indices, targets = [], []
     for _ in range(batch):
-        first = []
-        if balance == "concept":
-            concept = rng.choice(concepts)
-            by_source = anchors[concept]
-            names = sorted(by_source)
-            i = rng.choice(by_source[rng.choices(names, [math.sqrt(len(by_source[n])) for n in names])[0]])
-            pool = list(tiles[items.tile_index[i]].targets)
-            first = [next(t for t in pool if t.concept == concept and t.positive)]
-            pool = [t for t in pool if t is not first[0]]
-        else:
-            i = rng.choice(by_source[rng.choices(names, weights)[0]])
-            pool = list(tiles[items.tile_index[i]].targets)
+        concept = rng.choice(concepts) if concepts else None
+        i = pools[concept].draw(rng)
+        pool = list(tiles[items.tile_index[i]].targets)
+        first = [next(t for t in pool if t.concept == concept and t.positive)] if concept else []
+        pool = [t for t in pool if not (first and t is first[0])]
         rng.shuffle(pool)
         for target in (first + pool)[:prompts]:
             indices.append(i)
             targets.append(target)
     return indices, targets
-
-
-def _concept_anchors(items: HeadItems, tiles) -> dict[str, dict[str, list[int]]]:
-    """concept -> source -> the renderings whose tile has a positive target of that concept."""
-    cached = getattr(items, "_concept_anchors", None)
-    if cached is not None:
-        return cached
-    anchors: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for i, s in enumerate(items.sources):
-        for concept in {t.concept for t in tiles[items.tile_index[i]].targets if t.positive}:
-            anchors[concept][s].append(i)
-    items._concept_anchors = anchors
-    return anchors
 
 
 def train(args) -> Path:
@@ -300,12 +297,12 @@ def train(args) -> Path:
         ckpt.save_checkpoint(out / "checkpoints", step, model, optimizer, scheduler, names, extra)
         ckpt.prune_checkpoints(out / "checkpoints", 2)
 
-    balance = args.balance or ("source" if args.change else "concept")
+    pools = sampling_pools(items, train_tiles, args.balance or ("source" if args.change else "concept"))
     model.train()
     tick, seen = time.perf_counter(), 0
     stop = min(args.max_steps, args.stop_after or args.max_steps)
     for step in range(state["step"], stop):
-        indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts, balance)
+        indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts, pools)
         phrases = [rng.choice(t.phrases) for t in targets]
         pairs = [item_target(items, train_tiles, processor, i, t) for i, t in zip(indices, targets)]
         target = torch.stack([p[0] for p in pairs])
@@ -404,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["source", "concept"],
         default=None,
         help="draw each rendering by concept first (default), or by source (default with --change, whose one "
-        "concept has its empty targets drawn too); see sample_batch",
+        "concept has its empty targets drawn too); see sampling_pools",
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)

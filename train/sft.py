@@ -488,7 +488,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "skipped": dict(skipped),
                 "samples_per_source": per_source(),
             }
-            path = ckpt.save_checkpoint(checkpoints, step, raw_model, moments or (None if deepspeed else optimizer),
+            path = ckpt.save_checkpoint(checkpoints, step, raw_model, moments if fsdp else (None if deepspeed else optimizer),
                                         scheduler, names, trainer_state, weights=weights)  # fmt: skip
             ckpt.prune_checkpoints(checkpoints, cfg.keep_last)
             logger.info("checkpoint %s", path)

@@ -89,7 +89,7 @@ def test_concept_balance_draws_the_rare_concept_as_often_as_the_common_one():
 
     import numpy as np
 
-    from train.heads import sample_batch
+    from train.heads import sample_batch, sampling_pools
     from train.heads_data import Target, TileTargets
 
     full, empty = np.ones((4, 4), bool), np.zeros((4, 4), bool)
@@ -103,7 +103,8 @@ def test_concept_balance_draws_the_rare_concept_as_often_as_the_common_one():
     items = SimpleNamespace(sources=[t.source for t in tiles], tile_index=list(range(len(tiles))))
 
     def tree_positives(balance):
-        _, targets = sample_batch(items, tiles, random.Random(0), 400, 1, balance)
+        pools = sampling_pools(items, tiles, balance)
+        _, targets = sample_batch(items, tiles, random.Random(0), 400, 1, pools)
         return sum(t.concept == "tree" and t.positive for t in targets) / len(targets)
 
     assert tree_positives("source") < 0.3  # sqrt(30) vs sqrt(1): the forest tile is drawn ~15 % of the time
