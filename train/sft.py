@@ -488,8 +488,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "skipped": dict(skipped),
                 "samples_per_source": per_source(),
             }
-            path = ckpt.save_checkpoint(checkpoints, step, raw_model, moments if fsdp else (None if deepspeed else optimizer),
-                                        scheduler, names, trainer_state, weights=weights)  # fmt: skip
+            optimizer_state = moments if fsdp else (None if deepspeed else optimizer)
+            path = ckpt.save_checkpoint(checkpoints, step, raw_model, optimizer_state, scheduler, names,
+                                        trainer_state, weights=weights)  # fmt: skip
             ckpt.prune_checkpoints(checkpoints, cfg.keep_last)
             logger.info("checkpoint %s", path)
         accelerator.wait_for_everyone()
