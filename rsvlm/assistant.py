@@ -502,6 +502,8 @@ class Session:
         if coarse is None:
             coarse = len(windows) > COARSE_TO_FINE_WINDOWS
         overview_masks = self._overview_masks(prompts, generation, features, meta, overview)
+        with assistant.inference():
+            guide = scene.scene_guide(assistant.model, features.contexts[0], features.pixels[0], prompts)
         decoded = scene.decode_scene(
             assistant.model,
             self._window_pixels,
@@ -516,6 +518,7 @@ class Session:
             progress=progress,
             should_stop=self._cancel.is_set,
             inference=assistant.inference,
+            guide=guide,
         )
         self.encode_count += len(decoded.read)
         regions = self._scene_regions(prompts, decoded, grid_transform, overview.crs, warnings)

@@ -8,7 +8,9 @@ Two implementations share one interface, so the model never asks which one it ho
   prompt, each prompt reading the context of its sample.
 
 ``LightMaskDecoder`` is a small SAM-style two-way transformer on the vision tower's feature map, with a
-high-resolution branch computed from the pixels so masks get edges finer than the tower's stride.
+high-resolution branch computed from the pixels so masks get edges finer than the tower's stride. On a large
+scene it also decodes *guided* (``scene_guide``): what to look for is decided once on the overview, so every
+window (and a single pass over the whole scene) applies the same decision to its own pixels.
 ``SamMaskDecoderAdapter`` drives a ``transformers`` ``SamModel`` (frozen image encoder, trainable mask decoder),
 feeding the projected ``[SEG]`` state as a sparse prompt embedding.
 """
@@ -16,6 +18,7 @@ feeding the projected ``[SEG]`` state as a sparse prompt embedding.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +48,26 @@ class PositionEmbeddingRandom(nn.Module):
         super().__init__()
         self.register_buffer("gaussian", scale * torch.randn(2, dim // 2))
 
-    def forward(self, height: int, width: int) -> torch.Tensor:
+    def forward(self, height: int, width: int, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """``[F, h*w, dim]`` encodings of a ``height x width`` grid's cell centres.
+
+        ``frames`` ``[F, 4]`` (x0, y0, x1, y1) place each grid inside a larger normalised frame (a window inside
+        its scene), so a pixel gets the same encoding in every window that holds it; None: the grid is the
+        whole frame (F = 1).
+        """
         device = self.gaussian.device
         ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
         xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
-        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [h, w, 2] as (x, y)
-        proj = 2 * math.pi * ((2 * coords - 1) @ self.gaussian)  # [h, w, dim/2]
-        return torch.cat([proj.sin(), proj.cos()], dim=-1).permute(2, 0, 1)  # [dim, h, w]
+        if frames is None:
+            frames = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=device)
+        frames = frames.to(device, torch.float32)
+        xs = frames[:, 0:1] + (frames[:, 2:3] - frames[:, 0:1]) * xs  # [F, w]
+        ys = frames[:, 1:2] + (frames[:, 3:4] - frames[:, 1:2]) * ys  # [F, h]
+        coords = torch.stack(
+            [xs[:, None, :].expand(-1, height, -1), ys[:, :, None].expand(-1, -1, width)], dim=-1
+        )  # [F, h, w, 2] as (x, y)
+        proj = 2 * math.pi * ((2 * coords - 1) @ self.gaussian)  # [F, h, w, dim/2]
+        return torch.cat([proj.sin(), proj.cos()], dim=-1).flatten(1, 2)  # [F, h*w, dim]
 
 
 class Attention(nn.Module):
@@ -94,6 +110,13 @@ class TwoWayBlock(nn.Module):
     def forward(
         self, tokens: torch.Tensor, image: torch.Tensor, token_pe: torch.Tensor, image_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.attend_tokens(tokens, image, token_pe, image_pe)
+        return tokens, self.attend_image(image, tokens, token_pe, image_pe)
+
+    def attend_tokens(
+        self, tokens: torch.Tensor, image: torch.Tensor, token_pe: torch.Tensor, image_pe: torch.Tensor
+    ) -> torch.Tensor:
+        """The token side: self-attention, attention over the whole image, MLP."""
         if self.skip_first_pe:
             tokens = self.self_attn(tokens, tokens, tokens)
         else:
@@ -101,9 +124,13 @@ class TwoWayBlock(nn.Module):
             tokens = tokens + self.self_attn(q, q, tokens)
         tokens = self.norm1(tokens)
         tokens = self.norm2(tokens + self.cross_token_to_image(tokens + token_pe, image + image_pe, image))
-        tokens = self.norm3(tokens + self.mlp(tokens))
-        image = self.norm4(image + self.cross_image_to_token(image + image_pe, tokens + token_pe, tokens))
-        return tokens, image
+        return self.norm3(tokens + self.mlp(tokens))
+
+    def attend_image(
+        self, image: torch.Tensor, tokens: torch.Tensor, token_pe: torch.Tensor, image_pe: torch.Tensor
+    ) -> torch.Tensor:
+        """The image side: each position attends to the (two) tokens only, so it is local given the tokens."""
+        return self.norm4(image + self.cross_image_to_token(image + image_pe, tokens + token_pe, tokens))
 
 
 def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -122,17 +149,24 @@ class PixelCues(nn.Module):
 
     channels = 11
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def statistics(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mean [n, 3, 1, 1], std [n, 3, 1, 1], contrast [n, 1, 1, 1])``: what the cues are relative to."""
         x = rgb.float()
         mean = x.mean(dim=(2, 3), keepdim=True)
         std = x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        contrast = x.mean(1, keepdim=True).std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        return mean, std, contrast
+
+    def forward(self, rgb: torch.Tensor, stats: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """``stats`` (``statistics`` of another image, e.g. a scene's overview) replace the window's own, so the
+        windows of one scene are standardised alike."""
+        x = rgb.float()
+        mean, std, scale = self.statistics(x) if stats is None else (t.to(x.device) for t in stats)
         standard = ((x - mean) / std).clamp(-4, 4)
         r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
         exg, blue = 2 * g - r - b, b - r
-        luma = x.mean(1, keepdim=True)
-        scale = luma.std(dim=(2, 3), keepdim=True).clamp_min(
-            1e-3
-        )  # texture relative to the window's contrast
+        luma = x.mean(1, keepdim=True)  # texture is relative to the image's contrast (``scale``)
         texture = []
         for size in (5, 15):
             var = (_box_mean(luma * luma, size) - _box_mean(luma, size) ** 2).clamp_min(0)
@@ -161,8 +195,8 @@ class HighResBranch(nn.Module):
             nn.Conv2d(dim, dim, 3, padding=1),
         )
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.cues(pixels) if self.cues is not None else pixels - 0.5
+    def forward(self, pixels: torch.Tensor, stats: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        x = self.cues(pixels, stats) if self.cues is not None else pixels - 0.5
         return self.net(x.to(self.net[0].weight.dtype))  # [B, dim, S/4, S/4]
 
 
@@ -210,33 +244,47 @@ class LightMaskDecoder(nn.Module):
         )
 
     def image_context(
-        self, feature_map: torch.Tensor | None, pixels: torch.Tensor
+        self, feature_map: torch.Tensor | None, pixels: torch.Tensor, guide: SceneGuide | None = None
     ) -> tuple[torch.Tensor, ...]:
         """``(feature map [D, h, w], high-res features [c, S/4, S/4])`` for one sample (one image or a pair).
 
-        For a pair the high-res features are ``fuse(h2, |h1 - h2|)``, so edges of what changed are visible.
+        For a pair the high-res features are ``fuse(h2, |h1 - h2|)``, so edges of what changed are visible. With
+        a scene's ``guide`` the pixel cues are standardised by the overview's statistics, not the window's.
         """
         if feature_map is None:
             raise ValueError("the light mask decoder needs a tower feature map")
-        hr = self.highres(pixels)  # [n, c, S/4, S/4]
+        hr = self.highres(pixels, guide.pixel_stats if guide is not None else None)  # [n, c, S/4, S/4]
         if hr.shape[0] == 2:
             hr = self.pair_fuse(torch.cat([hr[1:], (hr[1:] - hr[:1]).abs()], dim=1))
         return feature_map, hr[-1]
 
     def forward(
-        self, contexts: list[tuple[torch.Tensor, ...]], sample_index: list[int], prompts: torch.Tensor
+        self,
+        contexts: list[tuple[torch.Tensor, ...]],
+        sample_index: list[int],
+        prompts: torch.Tensor,
+        guide: SceneGuide | None = None,
+        frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Mask logits ``[M, S, S]``, one per prompt on its sample's context.
+
+        Guided (a scene's windows): ``guide`` holds, per prompt row, the token states the overview gave, and
+        ``frames`` ``[M, 4]`` where each window lies in the overview's normalised frame. Each window position
+        then attends to the overview's tokens, with its scene position's encoding: the result depends on the
+        pixels under it and the overview, not on where the window was cut.
+        """
         maps = torch.stack([contexts[i][0] for i in sample_index])  # [M, D, h, w]
         highres = torch.stack([contexts[i][1] for i in sample_index])  # [M, c, S/4, S/4]
-        x = self.input_proj(maps.to(prompts.dtype))  # [M, dim, h, w]
-        m, dim, h, w = x.shape
-        image = x.flatten(2).transpose(1, 2)  # [M, h*w, dim]
-        image_pe = self.pe(h, w).flatten(1).transpose(0, 1).unsqueeze(0)  # [1, h*w, dim]
-        tokens = torch.cat([self.output_token.expand(m, -1, -1), prompts[:, None, :]], dim=1)  # [M, 2, dim]
-        token_pe = tokens
-        for block in self.blocks:
-            tokens, image = block(tokens, image, token_pe, image_pe)
-        tokens = self.final_norm(tokens + self.final_attn(tokens + token_pe, image + image_pe, image))
+        image, image_pe, tokens, token_pe = self._embed(maps, prompts, frames)
+        m, dim, h, w = maps.shape[0], self.prompt_dim, maps.shape[-2], maps.shape[-1]
+        if guide is None:
+            for block in self.blocks:
+                tokens, image = block(tokens, image, token_pe, image_pe)
+            tokens = self._final_tokens(tokens, image, token_pe, image_pe)
+        else:
+            for block, fixed in zip(self.blocks, guide.block_tokens):
+                image = block.attend_image(image, fixed.to(image.dtype), token_pe, image_pe)
+            tokens = guide.final_tokens.to(image.dtype)
 
         up = self.upscale(image.transpose(1, 2).reshape(m, dim, h, w))  # [M, dim/4, 2h, 2w]
         if up.shape[-2:] != highres.shape[-2:]:
@@ -248,6 +296,48 @@ class LightMaskDecoder(nn.Module):
         return F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[
             :, 0
         ]  # [M, S, S]
+
+    def scene_guide(
+        self, context: tuple[torch.Tensor, ...], pixels: torch.Tensor, prompts: torch.Tensor
+    ) -> SceneGuide:
+        """Decide on a scene's overview (its ``context`` and model pixels ``[n, 3, S, S]``) what each of ``prompts``
+        ``[M, P]`` looks for: the token states every window of the scene then applies (``forward(guide=...)``)."""
+        maps = context[0][None].expand(len(prompts), -1, -1, -1)  # [M, D, h, w]
+        image, image_pe, tokens, token_pe = self._embed(maps, prompts, None)
+        block_tokens = []
+        for block in self.blocks:
+            tokens, image = block(tokens, image, token_pe, image_pe)
+            block_tokens.append(tokens)
+        final = self._final_tokens(tokens, image, token_pe, image_pe)
+        return SceneGuide(block_tokens, final, PixelCues.statistics(pixels[-1:]))
+
+    def _embed(self, maps: torch.Tensor, prompts: torch.Tensor, frames: torch.Tensor | None):
+        """Image tokens ``[M, h*w, dim]`` with their encodings, and the ``[output, prompt]`` tokens ``[M, 2, dim]``
+        (their own encodings, as SAM uses the prompt tokens' initial values)."""
+        x = self.input_proj(maps.to(prompts.dtype))  # [M, dim, h, w]
+        m, _, h, w = x.shape
+        image = x.flatten(2).transpose(1, 2)  # [M, h*w, dim]
+        image_pe = self.pe(h, w, frames).to(image.dtype)  # [1 or M, h*w, dim]
+        tokens = torch.cat([self.output_token.expand(m, -1, -1), prompts[:, None, :]], dim=1)  # [M, 2, dim]
+        return image, image_pe, tokens, tokens
+
+    def _final_tokens(self, tokens, image, token_pe, image_pe) -> torch.Tensor:
+        return self.final_norm(tokens + self.final_attn(tokens + token_pe, image + image_pe, image))
+
+
+@dataclass
+class SceneGuide:
+    """What ``LightMaskDecoder`` decided on a scene's overview, per prompt row: the tokens after each two-way
+    block and the final tokens (``[M, 2, dim]`` each), and the overview's pixel-cue statistics."""
+
+    block_tokens: list[torch.Tensor]
+    final_tokens: torch.Tensor
+    pixel_stats: tuple[torch.Tensor, ...]
+
+    def rows(self, index: list[int] | torch.Tensor) -> SceneGuide:
+        """The guide for prompt rows ``index`` (a batch of windows repeats the scene's prompts)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return SceneGuide([t[index] for t in self.block_tokens], self.final_tokens[index], self.pixel_stats)
 
 
 class SamMaskDecoderAdapter(nn.Module):

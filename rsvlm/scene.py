@@ -10,8 +10,13 @@ Flow::
 
 No language model runs per window: a window costs one tower pass and M decoder passes (~10 ms each), so a scene
 costs its overview answer plus tower time per window read. Each pixel is decided by exactly one window, the one
-whose centre it is nearest (``window_cores``), so overlaps never OR two decisions together and windows leave no
-seams beyond what the tower sees differently near a window's edge.
+whose centre it is nearest (``window_cores``), so overlaps never OR two decisions together.
+
+Windows are decoded *guided* by the overview (``scene_guide``, for decoders that support it): the decoder's tokens
+(what to look for) are decided once on the overview, every window position attends to those tokens with the
+encoding of its place in the scene, and the pixel cues are standardised by the overview's statistics. A window
+then gives what a single full-resolution pass over the scene would, except what the tower sees differently near
+its edge; decoded unguided, each window would attend only over itself and threshold its own context.
 """
 
 from __future__ import annotations
@@ -62,6 +67,17 @@ def mask_prompts(model, states: torch.Tensor | None, phrases: list[str]) -> torc
     """``[M, P]`` prompts from ``[SEG]`` states and/or phrases (``model.mask_prompts``), in the decoder's dtype."""
     with torch.no_grad():
         return model.mask_prompts(states, phrases if model.config.phrase_prompt else None)
+
+
+def scene_guide(model, context: tuple[torch.Tensor, ...], pixels: torch.Tensor, prompts: ScenePrompts):
+    """The decoder's decision on the overview (its decoder ``context`` and model pixels ``[n, 3, S, S]``) for
+    every prompt, applied to all windows; None for decoders that decode each window on its own (SAM)."""
+    decoder = model.mask_decoder
+    if not hasattr(decoder, "scene_guide") or not len(prompts):
+        return None
+    device = model.band_adapter.proj.weight.device
+    with torch.no_grad():
+        return decoder.scene_guide(context, pixels.to(device), prompts.vectors.to(device))
 
 
 def window_cores(windows: Sequence[Window], width: int, height: int) -> list[tuple[int, int, int, int]]:
@@ -160,13 +176,15 @@ def decode_scene(
     should_stop: Callable[[], bool] | None = None,
     inference=None,
     threshold: float = 0.0,
+    guide=None,
 ) -> DecodedScene:
     """Apply ``prompts`` to the windows of a scene, batched through the tower, stitched on the scene grid.
 
     ``read_pixels(window)`` gives ``(pixels [C, S, S], ImageMeta, valid [h, w])`` or None for a window of nodata.
     ``progress(done, total)`` is called after each batch; ``should_stop()`` (a new question) ends the loop early;
     the budget (``max_windows`` and/or ``time_budget_s``) ends it too. Windows not read get the overview's mask.
-    A pixel is in a mask where its logit is above ``threshold``.
+    A pixel is in a mask where its logit is above ``threshold``. ``guide`` (``scene_guide``) decodes every
+    window by the overview's decision; None decodes each window on its own.
     """
     start = time.perf_counter()
     height, width = scene_shape
@@ -196,7 +214,7 @@ def decode_scene(
         read = [(i, r) for i, r in read if r is not None]
         if read and len(prompts):
             result.windows_with_hits += _decode_batch(
-                model, read, windows, cores, prompts, masks, inference, threshold
+                model, read, windows, cores, prompts, masks, inference, threshold, guide, max(height, width)
             )
         result.read.extend(windows[i] for i, _ in read)
         if progress is not None:
@@ -221,19 +239,30 @@ def decode_scene(
     return result
 
 
-def _decode_batch(model, read, windows, cores, prompts: ScenePrompts, masks, inference, threshold) -> int:
+def _decode_batch(
+    model, read, windows, cores, prompts: ScenePrompts, masks, inference, threshold, guide, extent
+) -> int:
     """One tower pass over a batch of windows, then every prompt on every window, kept in the windows' cores;
-    returns how many of the windows found something."""
+    returns how many of the windows found something. ``extent``: the scene's longer side, the overview's frame."""
     pixels = torch.stack([r[0] for _, r in read])  # [B, C, S, S]
     m = len(prompts)
     with inference() if inference is not None else torch.inference_mode():
         device = model.band_adapter.proj.weight.device
         rgb = model.band_adapter(pixels.to(device, torch.float32))  # [B, 3, S, S]
         maps = model.vision(rgb)  # [B, D, h, w]
-        contexts = [model.mask_decoder.image_context(maps[b], rgb[b : b + 1]) for b in range(len(read))]
+        decoder = model.mask_decoder
+        extra = {}
+        if guide is not None:
+            contexts = [decoder.image_context(maps[b], rgb[b : b + 1], guide) for b in range(len(read))]
+            extra = {
+                "guide": guide.rows(list(range(m)) * len(read)),
+                "frames": _frames(read, windows, extent, m),
+            }
+        else:
+            contexts = [decoder.image_context(maps[b], rgb[b : b + 1]) for b in range(len(read))]
         sample_index = [b for b in range(len(read)) for _ in range(m)]
         vectors = prompts.vectors.to(device).repeat(len(read), 1)  # [B*M, P]
-        logits = model.mask_decoder(contexts, sample_index, vectors).float().cpu()  # [B*M, S, S]
+        logits = decoder(contexts, sample_index, vectors, **extra).float().cpu()  # [B*M, S, S]
     hits = 0
     for b, (i, (_, meta, valid)) in enumerate(read):
         x, y, _, _ = windows[i]
@@ -246,3 +275,14 @@ def _decode_batch(model, read, windows, cores, prompts: ScenePrompts, masks, inf
             found = found or bool(core.any())
         hits += found
     return hits
+
+
+def _frames(read, windows, extent: int, m: int) -> torch.Tensor:
+    """``[B*M, 4]``: where each window's model square (top-left placed, ``image_size / scale`` source pixels a
+    side) lies in the overview's normalised frame, whose side is the scene's longer side."""
+    rows = []
+    for i, (_, meta, _) in read:
+        x, y, _, _ = windows[i]
+        side = meta.image_size / meta.scale
+        rows.extend([[x / extent, y / extent, (x + side) / extent, (y + side) / extent]] * m)
+    return torch.tensor(rows)

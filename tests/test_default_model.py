@@ -71,8 +71,9 @@ def test_boxes_asked_for_are_boxes_of_patches_inside_the_image(assistant):
 
 
 def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
-    """Issue 8's seam check on the trained default: the NAIP tile at 2x (512²) as four-plus overlapping 256 px
-    windows, stitched, against the same weights reading the whole 512² scene in one pass ("water")."""
+    """Issue 8's seam check on the trained default: the NAIP tile at 2x (512²) as overlapping 256 px windows,
+    stitched, against the same weights reading the whole 512² scene in one pass, both guided by the scene's
+    overview as the assistant decodes a large scene ("water")."""
     import numpy as np
     import torch
 
@@ -84,8 +85,15 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
     rgb = torch.as_tensor(geo.read_image(DATA / "naip_2020_256.tif").rgb(), dtype=torch.float32)
     pixels = torch.nn.functional.interpolate(rgb[None], scale_factor=2, mode="bilinear")[0]  # [3, 512, 512]
     ones = np.ones((512, 512), bool)
+    windowed = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT).eval()
+    whole = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT, image_size=512).eval()
+    with torch.no_grad():
+        overview, _ = windowed.get_processor().preprocess_image(pixels)
+        features = windowed.encode_images(overview[None])
+        prompts = scene.ScenePrompts(["water"], scene.mask_prompts(windowed, None, ["water"]), [True])
+        guide = scene.scene_guide(windowed, features.contexts[0], features.pixels[0], prompts)
 
-    def decode(model, windows):
+    def decode(model, windows, guide):
         processor = model.get_processor()
 
         def read(window):
@@ -94,23 +102,20 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
             return tensor, meta, ones[y : y + h, x : x + w]
 
         with torch.no_grad():
-            prompts = scene.ScenePrompts(["water"], scene.mask_prompts(model, None, ["water"]), [True])
-            return scene.decode_scene(model, read, windows, prompts, (512, 512)).masks[0].to_dense()
+            return (
+                scene.decode_scene(model, read, windows, prompts, (512, 512), guide=guide).masks[0].to_dense()
+            )
 
-    windowed = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT).eval()
-    whole = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT, image_size=512).eval()
-    stitched = decode(windowed, plan_windows(512, 512, 256, assistant.tile_overlap))
-    single = decode(whole, [(0, 0, 512, 512)])
-    assert 0.2 < single.mean() < 0.8
     windows = plan_windows(512, 512, 256, assistant.tile_overlap)
+    stitched, single = decode(windowed, windows, guide), decode(whole, [(0, 0, 512, 512)], guide)
+    assert 0.2 < single.mean() < 0.8
     seam = border_band(windows, 512, 512, 4)
     differ = stitched != single
     iou = (stitched & single).sum() / (stitched | single).sum()
-    print(f"stitched vs one pass IoU {iou:.3f}; disagreement {differ[seam].mean():.3f} at borders, "
-          f"{differ[~seam].mean():.3f} elsewhere")  # fmt: skip
-    # A regression guard on the stitching, not issue 8's target. The decoder attends over its whole window, so a
-    # window and the whole scene give different masks everywhere, and how much depends on the decoder: the
-    # previous default measured IoU 0.877 here, the concept-balanced one 0.459 (mean over 12 held-out tiles at 2x:
-    # 0.493 -> 0.426; target 0.95). What stitching must not add is disagreement at the window borders: 1.49x that
-    # elsewhere at a 1/8 overlap with the previous decoder, 1.10x at the 1/4 default, now 1.22x (0.243 vs 0.199).
-    assert iou > 0.4 and differ[seam].mean() <= 1.25 * differ[~seam].mean()
+    print(f"stitched vs one pass IoU {iou:.3f}; disagreement {differ[seam].mean():.4f} at borders, "
+          f"{differ[~seam].mean():.4f} elsewhere")  # fmt: skip
+    # Measured: IoU 1.000 (buildings 0.997, roads 0.999, trees 1.000), 0.1 % of the border pixels differ.
+    # Unguided, each window attending over itself alone, the same windows gave IoU 0.459 (0.24 at the borders).
+    assert iou >= 0.95 and differ[seam].mean() <= 0.01
+    unguided = decode(windowed, windows, None)
+    assert (unguided != single).mean() > differ.mean()
