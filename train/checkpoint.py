@@ -122,6 +122,8 @@ def optimizer_from_files(folder: Path, param_names: list[str]) -> dict[str, Any]
         state.setdefault(int(index), {})[name] = value
     for index, values in meta["scalars"].items():
         state.setdefault(int(index), {}).update(values)
+    if meta["param_groups"] is None:  # written without moments (``save_checkpoint(optimizer=None)``)
+        return {"state": {}, "param_groups": None}
     groups = []
     for group in meta["param_groups"]:
         group = dict(group)
@@ -173,10 +175,10 @@ def save_checkpoint(
 ) -> Path:
     """Write ``root/step-NNNNNN`` atomically (temporary folder, then rename) and return it.
 
-    ``optimizer`` is an optimizer or its state dict (under FSDP, gathered whole first: ``train.fsdp``);
-    ``optimizer=None`` (DeepSpeed, whose partitioned state is not a plain ``state_dict``) writes an empty
-    ``optimizer.safetensors`` and the parameter names only; a resume then restarts the moments. ``weights``: the
-    trainable tensors gathered whole (FSDP), instead of reading them from ``model``.
+    ``optimizer`` is an optimizer or its state dict (gathered whole first under FSDP, ``train.fsdp``, and
+    DeepSpeed, ``train.zero``); ``optimizer=None`` writes an empty ``optimizer.safetensors`` and the parameter
+    names only (a resume then restarts the moments). ``weights``: the trainable tensors gathered whole (FSDP),
+    instead of reading them from ``model``.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ from train.config import TrainConfig, TrainConfigError
 from train.data import BatchBuilder, SFTData, eval_batches, loader
 from train.fsdp import full_tensors, sharded_like
 from train.mixing import plan_epoch, samples_per_source
+from train.zero import adam_moments, load_adam_moments
 
 logger = logging.getLogger(__name__)
 
@@ -225,10 +226,13 @@ def _tensor_value(x) -> float | None:
 
 
 @torch.no_grad()
-def evaluate(model, builder: BatchBuilder, batches: list[list[int]], accelerator) -> dict[str, float]:
+def evaluate(
+    model, builder: BatchBuilder, batches: list[list[int]], accelerator, lockstep: bool = False
+) -> dict[str, float]:
     """Teacher-forced metrics on fixed batches: token-weighted CE, mask-weighted mask loss, mean [SEG] mask IoU.
 
-    Each process takes every ``num_processes``-th batch; sums are reduced across processes.
+    Each process takes every ``num_processes``-th batch; sums are reduced across processes. ``lockstep``: the
+    parameters are sharded (FSDP, ZeRO-3), so every forward is a collective and all processes run as many.
     """
     from rsvlm.losses import mask_iou
 
@@ -237,10 +241,10 @@ def evaluate(model, builder: BatchBuilder, batches: list[list[int]], accelerator
     device = accelerator.device
     sums = torch.zeros(6, dtype=torch.float64)  # ce*tokens, tokens, mask_loss*masks, masks, iou sum, samples
     mine = batches[accelerator.process_index :: accelerator.num_processes]
-    # Under FSDP each forward gathers shards from every process, so all run the same number of forwards: a
+    # Sharded, each forward gathers parameters from every process, so all run the same number of forwards: a
     # process with one batch fewer repeats its first one, uncounted.
     rounds = -(-len(batches) // accelerator.num_processes)
-    padding = rounds - len(mine) if accelerator.distributed_type == "FSDP" else 0
+    padding = rounds - len(mine) if lockstep else 0
     for k, rows in enumerate(
         tqdm(
             mine + (mine or batches)[:1] * padding,
@@ -317,10 +321,10 @@ def _micro_batches(
 def parameter_sharding(distributed_type: str, zero_stage: int | None) -> str | None:
     """The scheme's name when it shards the parameters themselves (ZeRO-3, FSDP), else None (DDP, ZeRO-1/2).
 
-    Under DDP and ZeRO-1/2 every process holds whole parameters, so one process saves and evaluates the
-    unwrapped model. Under FSDP (2) the trainable tensors and their moments are gathered whole before the main
-    process writes them (``train.fsdp``), and a resume cuts them back into shards. ZeRO-3 is still refused: its
-    gather (``GatheredParameters``) has no CPU path here to test it on.
+    Under DDP and ZeRO-1/2 every process holds whole parameters, so one process saves the unwrapped model's
+    weights; under ZeRO the engine owns the Adam moments, which ``train.zero`` reads and restores whole. Under
+    FSDP (2) the trainable tensors and their moments are gathered whole before the main process writes them
+    (``train.fsdp``), a resume cuts them back into shards, and evaluation runs in lockstep. ZeRO-3 is refused.
     """
     if distributed_type == "FSDP":
         return "FSDP"
@@ -329,9 +333,15 @@ def parameter_sharding(distributed_type: str, zero_stage: int | None) -> str | N
     return None
 
 
+def _deepspeed_on_cpu() -> bool:
+    """A DeepSpeed launch (``accelerate launch --use_deepspeed``) on a machine without CUDA."""
+    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return launched and int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) the training ``cfg`` describes; returns when ``max_steps`` (or ``stop_after_steps``) is hit."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     if not cfg.data:
         raise TrainConfigError("no dataset given: pass --data FOLDER (an `rsvlm gen` output)")
@@ -339,19 +349,28 @@ def train(cfg: TrainConfig) -> TrainResult:
         torch.set_num_threads(cfg.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Batches without masks leave the mask decoder out of the graph; DDP must be told to expect that.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    if _deepspeed_on_cpu():
+        # accelerate names no backend for DeepSpeed without an accelerator, and then counts one process while
+        # DeepSpeed's own group (gloo on the CPU) has them all: name gloo, so both count the same processes.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=handlers,
     )
     deepspeed_plugin = accelerator.state.deepspeed_plugin
     zero_stage = deepspeed_plugin.zero_stage if deepspeed_plugin else None
     sharding = parameter_sharding(accelerator.distributed_type, zero_stage)
-    if sharding and sharding != "FSDP":
+    if sharding == "DeepSpeed ZeRO-3":
         raise TrainConfigError(
-            f"{sharding} shards the parameters, which this trainer does not support yet (its checkpoints gather "
-            "only FSDP shards): use train/accelerate/fsdp.yaml, multi_gpu.yaml or deepspeed_zero2.yaml"
+            "DeepSpeed ZeRO-3 partitions the parameters, which this trainer does not support yet (the model is "
+            "built from an LLM loaded already partitioned): use train/accelerate/fsdp.yaml to shard them, or "
+            "deepspeed_zero2.yaml / multi_gpu.yaml"
         )
+    if accelerator.num_processes > 1 or deepspeed_plugin:
+        logger.info("%d processes, %s%s", accelerator.num_processes, accelerator.distributed_type,
+                    f" (ZeRO-{zero_stage})" if deepspeed_plugin else "")  # fmt: skip
     fsdp = sharding == "FSDP"
     if fsdp and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise TrainConfigError("FSDP1 keeps flat parameters this trainer cannot gather: set fsdp_version: 2")
@@ -402,16 +421,21 @@ def train(cfg: TrainConfig) -> TrainResult:
         optimizer, lr_lambda(total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
     )
     deepspeed = accelerator.state.deepspeed_plugin is not None
+    groups_by_index = optimizer.state_dict()[
+        "param_groups"
+    ]  # before DeepSpeed flattens them (its checkpoints)
     if deepspeed:  # no DataLoader goes through prepare(), so DeepSpeed is told the batch sizes here
         ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
         ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
         ds_config["gradient_accumulation_steps"] = cfg.grad_accum
+        ds_config["train_batch_size"] = cfg.micro_batch_size * cfg.grad_accum * accelerator.num_processes
+        ds_config["gradient_clipping"] = cfg.grad_clip or 0.0  # DeepSpeed clips inside its step
     if resume_from is not None:
         from safetensors.torch import load_file
 
         from rsvlm.modeling_rsvlm import WEIGHTS_NAME
 
-        # Before prepare: FSDP then shards the resumed weights, DDP starts every process on them.
+        # Before prepare: FSDP then shards the resumed weights, DDP and DeepSpeed start every process on them.
         model.load_trainable_state_dict(load_file(resume_from / WEIGHTS_NAME))
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
@@ -425,13 +449,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     metrics_path = out / METRICS
     if resume_from is not None:
         state = json.loads((resume_from / "trainer_state.json").read_text())
-        if not deepspeed:
-            moments = ckpt.optimizer_from_files(resume_from, names)
-            optimizer.load_state_dict(sharded_like(optimizer.optimizer, moments) if fsdp else moments)
+        moments = ckpt.optimizer_from_files(resume_from, names)
+        if moments["param_groups"] is None:
+            logger.warning("%s holds no optimizer moments: they restart at this resume", resume_from)
+        elif deepspeed:
+            load_adam_moments(raw_model, names, optimizer, moments)
         else:
-            logger.warning(
-                "DeepSpeed: optimizer moments restart at the resume (they are not saved without pickle)"
-            )
+            optimizer.load_state_dict(sharded_like(optimizer.optimizer, moments) if fsdp else moments)
         scheduler.load_state_dict(json.loads((resume_from / "scheduler.json").read_text()))
         ckpt.set_rng_state(state["rng"])
         step, consumed = int(state["step"]), int(state["micro_batches"])
@@ -460,7 +484,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     def run_eval() -> None:
         if not eval_plan:
             return
-        result = evaluate(raw_model, eval_builder, eval_plan, accelerator)
+        result = evaluate(raw_model, eval_builder, eval_plan, accelerator, lockstep=sharding is not None)
         record = {"step": step, "split": cfg.eval_split, **result}
         logger.info("eval step %d: ce %.4f  mask_loss %.4f  mask_iou %.3f (%d samples)", step, result["ce"],
                     result["mask_loss"], result["mask_iou"], result["samples"])  # fmt: skip
@@ -471,11 +495,18 @@ def train(cfg: TrainConfig) -> TrainResult:
         counts = samples_per_source(train_data, global_batch, cfg.seed, consumed, cfg.mix)
         return dict(zip(train_data.source_names, counts, strict=True))
 
+    def gathered_state() -> tuple[dict | None, dict | None]:
+        """Whole trainable weights (None: the model's own) and optimizer moments (None: the optimizer's own)."""
+        if fsdp:
+            return full_tensors(raw_model.trainable_state_dict()), full_tensors(optimizer.state_dict())
+        if deepspeed:  # ZeRO-1/2: whole parameters on every process, the moments in the engine's partitions
+            return None, adam_moments(raw_model, names, optimizer, groups_by_index)
+        return None, None
+
     def save() -> Path | None:
         path = None
-        # Under FSDP every process takes part in gathering the shards; only the main one writes them.
-        weights = full_tensors(raw_model.trainable_state_dict()) if fsdp else None
-        moments = full_tensors(optimizer.state_dict()) if fsdp else None
+        # Under FSDP and DeepSpeed every process takes part in gathering the shards; only the main one writes.
+        weights, moments = gathered_state()
         if is_main:
             trainer_state = {
                 "step": step,
@@ -488,7 +519,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "skipped": dict(skipped),
                 "samples_per_source": per_source(),
             }
-            optimizer_state = moments if fsdp else (None if deepspeed else optimizer)
+            optimizer_state = moments if moments is not None else optimizer
             path = ckpt.save_checkpoint(checkpoints, step, raw_model, optimizer_state, scheduler, names,
                                         trainer_state, weights=weights)  # fmt: skip
             ckpt.prune_checkpoints(checkpoints, cfg.keep_last)
