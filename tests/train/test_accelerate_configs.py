@@ -108,8 +108,11 @@ def test_readme_command_validates_to_its_processes_environment(command: str, mon
     assert args.training_script == "train.cli" and args.module
     recipe = args.training_script_args[args.training_script_args.index("--recipe") + 1]
     assert (REPO / f"train/recipes/{recipe}.yaml").is_file()
-    if config is None:  # the two-CPU-process command: flags only
-        assert args.multi_gpu and env["ACCELERATE_USE_CPU"] == "true"
+    if config is None:  # the two-CPU-process commands: flags only
+        if args.use_deepspeed:  # ZeRO-2 over gloo (tests/train/test_deepspeed.py runs it)
+            assert args.zero_stage == 2 and args.num_processes == 2
+        else:
+            assert args.multi_gpu and env["ACCELERATE_USE_CPU"] == "true"
         return
     name = Path(args.config_file).name
     distributed_type, stage, refused = EXPECTED[name]
