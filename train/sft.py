@@ -364,9 +364,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     sharding = parameter_sharding(accelerator.distributed_type, zero_stage)
     if sharding == "DeepSpeed ZeRO-3":
         raise TrainConfigError(
-            "DeepSpeed ZeRO-3 partitions the parameters, which this trainer does not support yet (the model is "
-            "built from an LLM loaded already partitioned): use train/accelerate/fsdp.yaml to shard them, or "
-            "deepspeed_zero2.yaml / multi_gpu.yaml"
+            "DeepSpeed ZeRO-3 partitions the parameters, which this trainer does not support yet (the model runs "
+            "its tower and mask decoder only for the batches that need them, and ZeRO-3's gathers must match "
+            "across processes): use train/accelerate/fsdp.yaml to shard them, or deepspeed_zero2.yaml"
         )
     if accelerator.num_processes > 1 or deepspeed_plugin:
         logger.info("%d processes, %s%s", accelerator.num_processes, accelerator.distributed_type,
