@@ -63,28 +63,23 @@ def decode_ways(model, whole, pixels: torch.Tensor, phrase: str, overlap: float)
     from rsvlm.tiling import plan_windows
 
     _, height, width = pixels.shape
-    valid = np.ones((height, width), bool)
     processor = model.get_processor()
     overview, meta = processor.preprocess_image(pixels)
     features = model.encode_images(overview[None])
     prompts = scene.ScenePrompts([phrase], scene.mask_prompts(model, None, [phrase]), [True])
     guide = scene.scene_guide(model, features.contexts[0], features.pixels[0], prompts)
 
-    def read_with(proc):
-        def read(window):
-            x, y, w, h = window
-            tensor, window_meta = proc.preprocess_image(pixels[:, y : y + h, x : x + w])
-            return tensor, window_meta, valid[y : y + h, x : x + w]
-
-        return read
-
     windows = plan_windows(width, height, model.config.image_size, overlap)
+    read, read_whole = (
+        scene.tensor_reader(pixels, processor),
+        scene.tensor_reader(pixels, whole.get_processor()),
+    )
     shape = (height, width)
     masks = {
-        "guided": scene.decode_scene(model, read_with(processor), windows, prompts, shape, guide=guide),
-        "unguided": scene.decode_scene(model, read_with(processor), windows, prompts, shape),
+        "guided": scene.decode_scene(model, read, windows, prompts, shape, guide=guide),
+        "unguided": scene.decode_scene(model, read, windows, prompts, shape),
         "one pass": scene.decode_scene(
-            whole, read_with(whole.get_processor()), [(0, 0, width, height)], prompts, shape, guide=guide
+            whole, read_whole, [(0, 0, width, height)], prompts, shape, guide=guide
         ),
     }
     masks = {way: decoded.masks[0].to_dense() for way, decoded in masks.items()}

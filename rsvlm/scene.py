@@ -80,6 +80,19 @@ def scene_guide(model, context: tuple[torch.Tensor, ...], pixels: torch.Tensor, 
         return decoder.scene_guide(context, pixels.to(device), prompts.vectors.to(device))
 
 
+def tensor_reader(pixels: torch.Tensor, processor, valid: np.ndarray | None = None):
+    """``read_pixels`` for ``decode_scene`` over a scene held in memory (``[C, H, W]`` in [0, 1]): each window
+    cut out and preprocessed for the model; ``valid`` ``[H, W]`` (default: every pixel)."""
+    valid = np.ones(pixels.shape[-2:], bool) if valid is None else valid
+
+    def read(window: Window):
+        x, y, w, h = window
+        tensor, meta = processor.preprocess_image(pixels[:, y : y + h, x : x + w])
+        return tensor, meta, valid[y : y + h, x : x + w]
+
+    return read
+
+
 def window_cores(windows: Sequence[Window], width: int, height: int) -> list[tuple[int, int, int, int]]:
     """A partition of the scene into one core ``(x0, y0, x1, y1)`` per window: the pixels nearer its centre than
     any other window's. Windows come from ``tiling.plan_windows`` (a grid of starts per axis)."""

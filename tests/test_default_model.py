@@ -74,7 +74,6 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
     """Issue 8's seam check on the trained default: the NAIP tile at 2x (512²) as overlapping 256 px windows,
     stitched, against the same weights reading the whole 512² scene in one pass, both guided by the scene's
     overview as the assistant decodes a large scene ("water")."""
-    import numpy as np
     import torch
 
     from rsvlm import geo, scene
@@ -84,7 +83,6 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
 
     rgb = torch.as_tensor(geo.read_image(DATA / "naip_2020_256.tif").rgb(), dtype=torch.float32)
     pixels = torch.nn.functional.interpolate(rgb[None], scale_factor=2, mode="bilinear")[0]  # [3, 512, 512]
-    ones = np.ones((512, 512), bool)
     windowed = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT).eval()
     whole = RSVLMForConditionalGeneration.from_pretrained(DEFAULT_CHECKPOINT, image_size=512).eval()
     with torch.no_grad():
@@ -94,13 +92,7 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
         guide = scene.scene_guide(windowed, features.contexts[0], features.pixels[0], prompts)
 
     def decode(model, windows, guide):
-        processor = model.get_processor()
-
-        def read(window):
-            x, y, w, h = window
-            tensor, meta = processor.preprocess_image(pixels[:, y : y + h, x : x + w])
-            return tensor, meta, ones[y : y + h, x : x + w]
-
+        read = scene.tensor_reader(pixels, model.get_processor())
         with torch.no_grad():
             return (
                 scene.decode_scene(model, read, windows, prompts, (512, 512), guide=guide).masks[0].to_dense()

@@ -225,7 +225,6 @@ def test_stitched_masks_match_one_pass_over_a_scene_that_fits_whole(tiny_llm_dir
     truth = write_scene(path, 384, 384, squares=SQUARES[:4])
     image = geo.read_image(path)
     pixels = torch.as_tensor(image.rgb(), dtype=torch.float32)
-    ones = np.ones((384, 384), bool)
 
     # A ViT tower attends over its whole input, so its windows differ from one pass everywhere (the tiny ViT:
     # IoU 0.944); GeoEmbed is a ResNet, whose windows differ only near their edges.
@@ -242,13 +241,7 @@ def test_stitched_masks_match_one_pass_over_a_scene_that_fits_whole(tiny_llm_dir
         guide = scene.scene_guide(windowed, features.contexts[0], features.pixels[0], prompts)
 
     def decode(model, windows, threshold, guide=None):
-        processor = model.get_processor()
-
-        def read(window):
-            x, y, w, h = window
-            tensor, meta = processor.preprocess_image(pixels[:, y : y + h, x : x + w])
-            return tensor, meta, ones[y : y + h, x : x + w]
-
+        read = scene.tensor_reader(pixels, model.get_processor())
         decoded = scene.decode_scene(
             model, read, windows, prompts, (384, 384), threshold=threshold, guide=guide
         )

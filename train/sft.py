@@ -232,7 +232,7 @@ def evaluate(
     """Teacher-forced metrics on fixed batches: token-weighted CE, mask-weighted mask loss, mean [SEG] mask IoU.
 
     Each process takes every ``num_processes``-th batch; sums are reduced across processes. ``lockstep``: the
-    parameters are sharded (FSDP, ZeRO-3), so every forward is a collective and all processes run as many.
+    parameters are sharded (FSDP), so every forward is a collective and all processes run as many.
     """
     from rsvlm.losses import mask_iou
 
@@ -421,9 +421,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         optimizer, lr_lambda(total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
     )
     deepspeed = accelerator.state.deepspeed_plugin is not None
-    groups_by_index = optimizer.state_dict()[
-        "param_groups"
-    ]  # before DeepSpeed flattens them (its checkpoints)
+    # The groups' layout (indices into ``names``) before DeepSpeed flattens them, for its checkpoints.
+    groups_by_index = optimizer.state_dict()["param_groups"] if deepspeed else None
     if deepspeed:  # no DataLoader goes through prepare(), so DeepSpeed is told the batch sizes here
         ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
         ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size

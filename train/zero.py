@@ -70,8 +70,8 @@ def load_adam_moments(model, names: list[str], optimizer, state: dict[str, Any])
     into every partition's state and the groups' learning rates back, so the next update is the one an
     uninterrupted run would make.
 
-    Before its first step a torch Adam has no state; it is created here as that step would create it (zero
-    moments, step 0), then filled."""
+    Before its first step a torch Adam has no state; its moments are created here as that step would (zeros),
+    then filled."""
     from deepspeed.utils import safe_set_full_optimizer_state
 
     if not state["state"]:
@@ -85,10 +85,9 @@ def load_adam_moments(model, names: list[str], optimizer, state: dict[str, Any])
     for group in inner.param_groups:
         for flat in group["params"]:
             values = inner.state[flat]
-            values.setdefault("step", torch.tensor(0.0))
             for key in MOMENTS:
                 values.setdefault(key, torch.zeros_like(flat, memory_format=torch.preserve_format))
-            values["step"] = torch.as_tensor(step, dtype=values["step"].dtype).clone()
+            values["step"] = torch.as_tensor(step, dtype=torch.float32).clone()  # torch Adam's own dtype
     _link(optimizer)
     params = _named_trainable(model, names)
     for index, values in sorted(state["state"].items()):
