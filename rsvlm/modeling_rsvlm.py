@@ -129,6 +129,13 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
     """The rsvlm model. Build with ``RSVLMForConditionalGeneration(config)`` (backbones resolved offline) or
     ``from_pretrained(checkpoint_dir)``."""
 
+    # True (the trainer sets it): every forward that builds a graph uses every trainable module, those the batch
+    # does not need at weight zero, so each gets a gradient (zero) rather than none. DeepSpeed reduces each
+    # gradient as it is produced and expects every process to produce the same ones in the same order: a batch
+    # with a [SEG] on one process and none on the other stalls it otherwise. Adam then also steps alike on one
+    # process and on many (a parameter without a gradient is skipped, one with a zero gradient still moves).
+    run_every_module: bool = False
+
     def __init__(self, config: RSVLMConfig) -> None:
         super().__init__(config)
         if config.load_in_4bit and not torch.cuda.is_available():
@@ -424,6 +431,26 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
             assert int(input_ids[row, col]) == seg_id
         return phrases
 
+    def _image_side_unused(self, image_features: ImageFeatures | None) -> tuple[ImageFeatures, torch.Tensor]:
+        """For ``run_every_module``: the image side this batch left unused, at weight zero (a scalar to add to the
+        embeddings). Without images a blank one is encoded (its features stand in, for the mask probe, as the
+        batch's only features); without a two-date sample the first image stands in as both dates of a pair."""
+        outputs = []
+        if image_features is None or all(c is None for c in image_features.contexts):
+            size, bands = self.config.image_size, self.config.in_channels
+            blank = self.encode_images(torch.zeros(1, bands, size, size, device=self.new_token_embed.device))
+            outputs += [blank.tokens, *blank.contexts[0]]
+            image_features = blank
+        if 2 not in image_features.num_images_per_sample:
+            first = next(i for i, m in enumerate(image_features.maps) if m is not None)
+            single = image_features.maps[first][None]  # [1, D, h, w]
+            change = self.change_fusion(single, single)
+            pixels = image_features.pixels[first][-1:]
+            outputs.append(self.projector(change)[0] + self.change_embed)
+            outputs += self.mask_decoder.image_context(change[0], torch.cat([pixels, pixels]))  # as of a pair
+        zero = sum((t.float().sum() * 0.0 for t in outputs), self.new_token_embed.new_zeros(()))
+        return image_features, zero.to(self.new_token_embed.dtype)
+
     # ------------------------------------------------------------------------------------------------------------
     # Forward
 
@@ -443,6 +470,10 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         if image_features is None and pixel_values is not None:
             image_features = self.encode_images(pixel_values, num_images_per_sample)
         embeds = self.embed_tokens(input_ids, image_features)  # [B, T, H]
+        probe_features = image_features
+        if self.run_every_module and torch.is_grad_enabled():
+            probe_features, unused_image_side = self._image_side_unused(image_features)
+            embeds = embeds + unused_image_side  # zero, upstream of the LLM like the parts it stands for
         hidden = self._run_decoder(embeds, attention_mask)  # [B, T, H]
         logits = self.compute_logits(hidden)  # [B, T, V']
 
@@ -463,6 +494,14 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
         masks = self.decode_masks(
             hidden[seg_positions], batch_index.tolist(), image_features, phrases
         )  # [M, S, S]
+        unused_mask_side = None
+        if self.run_every_module and torch.is_grad_enabled() and masks.shape[0] == 0:
+            # One mask from the first [SEG]-free state, weighted zero: the decoder and its prompt projectors.
+            first = next(i for i, c in enumerate(probe_features.contexts) if c is not None)
+            row = min(first, hidden.shape[0] - 1)  # a blank image's features have one sample
+            blank_phrase = [""] if phrases is not None else None
+            probe = self.decode_masks(hidden[row, :1], [first], probe_features, blank_phrase)
+            unused_mask_side = probe.float().sum() * 0.0
         counts = seg_positions.sum(-1).tolist()
         pred_masks = list(masks.split(counts))
 
@@ -493,6 +532,8 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
             else:
                 mask_loss = logits.new_zeros(())
             loss = mask_loss if loss is None else loss + mask_loss
+        if loss is not None and unused_mask_side is not None:
+            loss = loss + unused_mask_side
         return RSVLMOutput(
             loss=loss,
             ce_loss=ce_loss,

@@ -205,6 +205,30 @@ def test_text_only_sample_in_a_batch(tiny_model):
     assert torch.isfinite(out.loss) and out.pred_masks[1].shape == (1, 64, 64)
 
 
+@pytest.mark.parametrize("images", ["one", "none"])
+def test_run_every_module_gives_every_trainable_parameter_a_gradient_and_keeps_the_loss(tiny_model, images):
+    """A text batch without [SEG] or a pair uses neither the mask decoder nor the change fusion (nor, without
+    images, the image side); with ``run_every_module`` they still get a gradient (zero), the loss unchanged."""
+    processor = tiny_model.get_processor()
+    image = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32)
+    pictures = [[image]] if images == "one" else [[]]
+    conv = TEXT_CONV if images == "one" else [{"role": "user", "content": "Hello"},
+                                              {"role": "assistant", "content": "Yes."}]  # fmt: skip
+    batch = processor([conv], pictures, masks=[[]])
+    trainable = {n: p for n, p in tiny_model.named_parameters() if p.requires_grad}
+    plain = tiny_model(**batch).loss
+    plain.backward()
+    unused = [n for n, p in trainable.items() if p.grad is None]
+    assert {n.split(".")[0] for n in unused} >= {"mask_decoder", "change_fusion"}
+    tiny_model.zero_grad(set_to_none=True)
+    tiny_model.run_every_module = True
+    every = tiny_model(**batch).loss
+    every.backward()
+    assert every.item() == plain.item()
+    assert [n for n, p in trainable.items() if p.grad is None] == []
+    assert all(float(trainable[n].grad.abs().max()) == 0.0 for n in unused)
+
+
 def test_image_features_reuse_matches_pixels(tiny_model):
     _perturb_trainable(tiny_model)
     batch = seg_and_text_batch(tiny_model)

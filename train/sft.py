@@ -16,7 +16,9 @@ checkpoint and ``out/final/``, an rsvlm checkpoint ``Assistant.from_pretrained``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -41,7 +43,7 @@ from train.config import TrainConfig, TrainConfigError
 from train.data import BatchBuilder, SFTData, eval_batches, loader
 from train.fsdp import full_tensors, sharded_like
 from train.mixing import plan_epoch, samples_per_source
-from train.zero import adam_moments, load_adam_moments
+from train.zero import adam_moments, load_adam_moments, partition_only_layers, whole_trainable_weights
 
 logger = logging.getLogger(__name__)
 
@@ -254,12 +256,15 @@ def evaluate(
         )
     ):
         batch, _ = builder.build(rows)
+        counted = k < len(mine) and batch is not None
+        if batch is None and lockstep:  # the others run a forward, so this process runs one too, uncounted
+            batch = next((b for b in (builder.build(r)[0] for r in batches) if b is not None), None)
         if batch is None:
             continue
         batch = _to_device(batch, device)
         with accelerator.autocast():
             out = model(**batch)
-        if k >= len(mine):
+        if not counted:
             continue
         tokens = int((batch["labels"][:, 1:] != -100).sum())
         masks = sum(int(m.shape[0]) for m in batch["seg_masks"])
@@ -324,7 +329,9 @@ def parameter_sharding(distributed_type: str, zero_stage: int | None) -> str | N
     Under DDP and ZeRO-1/2 every process holds whole parameters, so one process saves the unwrapped model's
     weights; under ZeRO the engine owns the Adam moments, which ``train.zero`` reads and restores whole. Under
     FSDP (2) the trainable tensors and their moments are gathered whole before the main process writes them
-    (``train.fsdp``), a resume cuts them back into shards, and evaluation runs in lockstep. ZeRO-3 is refused.
+    (``train.fsdp``), a resume cuts them back into shards, and evaluation runs in lockstep. Under ZeRO-3 only the
+    LLM's layers stay partitioned (``train.zero.partition_only_layers``); the trainable tensors are gathered
+    whole for each checkpoint and evaluation runs in lockstep too.
     """
     if distributed_type == "FSDP":
         return "FSDP"
@@ -362,12 +369,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     deepspeed_plugin = accelerator.state.deepspeed_plugin
     zero_stage = deepspeed_plugin.zero_stage if deepspeed_plugin else None
     sharding = parameter_sharding(accelerator.distributed_type, zero_stage)
-    if sharding == "DeepSpeed ZeRO-3":
-        raise TrainConfigError(
-            "DeepSpeed ZeRO-3 partitions the parameters, which this trainer does not support yet (the model runs "
-            "its tower and mask decoder only for the batches that need them, and ZeRO-3's gathers must match "
-            "across processes): use train/accelerate/fsdp.yaml to shard them, or deepspeed_zero2.yaml"
-        )
+    zero3 = sharding == "DeepSpeed ZeRO-3"
     if accelerator.num_processes > 1 or deepspeed_plugin:
         logger.info("%d processes, %s%s", accelerator.num_processes, accelerator.distributed_type,
                     f" (ZeRO-{zero_stage})" if deepspeed_plugin else "")  # fmt: skip
@@ -392,8 +394,20 @@ def train(cfg: TrainConfig) -> TrainResult:
     resume_from = ckpt.latest_checkpoint(checkpoints)
 
     _set_seed(cfg.seed)
-    model = build_model(cfg.model)
+    if zero3:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        # accelerate registers the ZeRO-3 config with transformers, whose from_pretrained would then load the LLM
+        # already partitioned under the model's own build; build it whole, and let prepare() partition it.
+        unset_hf_deepspeed_config()
+        model = build_model(cfg.model)
+        deepspeed_plugin.set_deepspeed_weakref()
+    else:
+        model = build_model(cfg.model)
     model.train()
+    # A module the batch does not need gets a zero gradient rather than none, under every launch: DeepSpeed needs
+    # the same gradients from every process, and Adam then takes the same steps on one process, DDP, ZeRO, FSDP.
+    model.run_every_module = True
     cache = None
     if cfg.cache_vision_features:
         from train.feature_cache import install_feature_cache
@@ -429,6 +443,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         ds_config["gradient_accumulation_steps"] = cfg.grad_accum
         ds_config["train_batch_size"] = cfg.micro_batch_size * cfg.grad_accum * accelerator.num_processes
         ds_config["gradient_clipping"] = cfg.grad_clip or 0.0  # DeepSpeed clips inside its step
+        if zero3:
+            # Prefetching follows the order modules ran in the first step; batches make it differ between
+            # processes (the image side runs per sample), and prefetches grouped differently would not match.
+            ds_config["zero_optimization"]["stage3_prefetch_bucket_size"] = 0
     if resume_from is not None:
         from safetensors.torch import load_file
 
@@ -438,6 +456,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         model.load_trainable_state_dict(load_file(resume_from / WEIGHTS_NAME))
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
+    if deepspeed and not hasattr(model, "coalesce_grad_reduction"):
+        import deepspeed as ds
+
+        raise TrainConfigError(f"DeepSpeed {ds.__version__} lacks coalesce_grad_reduction: install >= 0.19.8")
+    if zero3:
+        layers = partition_only_layers(raw_model, optimizer)
+        logger.info("ZeRO-3: %d parameters of the LLM's layers partitioned over %d processes, the rest whole",
+                    layers, accelerator.num_processes)  # fmt: skip
     if fsdp:
         from torch.distributed.tensor import DTensor
 
@@ -498,8 +524,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         """Whole trainable weights (None: the model's own) and optimizer moments (None: the optimizer's own)."""
         if fsdp:
             return full_tensors(raw_model.trainable_state_dict()), full_tensors(optimizer.state_dict())
-        if deepspeed:  # ZeRO-1/2: whole parameters on every process, the moments in the engine's partitions
-            return None, adam_moments(raw_model, names, optimizer, groups_by_index)
+        if deepspeed:  # the moments in the engine's partitions; ZeRO-1/2 keep whole parameters everywhere
+            weights = whole_trainable_weights(raw_model) if zero3 else None
+            return weights, adam_moments(raw_model, names, optimizer, groups_by_index)
         return None, None
 
     def save() -> Path | None:
@@ -526,6 +553,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         accelerator.wait_for_everyone()
         return path
 
+    @functools.cache
+    def stand_in_batch() -> dict[str, Any]:
+        """The first training row that builds, as a batch of one."""
+        for row in range(len(train_data)):
+            batch, _ = builder.build([row])
+            if batch is not None:
+                return batch
+        raise TrainConfigError(f"no row of {', '.join(cfg.data)} builds into a batch")
+
     if step == 0 and cfg.eval_at_start:
         run_eval()
 
@@ -542,37 +578,53 @@ def train(cfg: TrainConfig) -> TrainResult:
         "t0": time.perf_counter(),
     }
     while step < stop_at:
-        for _ in range(cfg.grad_accum):
-            epoch, _index, batch, reasons = next(stream)
-            consumed += 1
-            for reason, count in reasons.items():
-                if skipped[reason] == 0:
-                    logger.warning("skipping rows: %s (counted; see the run summary)", reason)
-                skipped[reason] += count
-            with accelerator.accumulate(model):
-                if batch is None:
-                    loss = _zero_loss(raw_model)
-                else:
-                    batch = _to_device(batch, accelerator.device)
-                    with accelerator.autocast():
-                        output = model(**batch)
-                    loss = output.loss
-                    if accelerator.num_processes > 1:
-                        loss = _with_every_output(loss, output)
-                    window["ce"] += _tensor_value(output.ce_loss) or 0.0
-                    if output.mask_loss is not None and sum(m.shape[0] for m in batch["seg_masks"]):
-                        window["mask"] += _tensor_value(output.mask_loss)
-                        window["masks"] += 1
-                    window["samples"] += batch["input_ids"].shape[0] * accelerator.num_processes
-                window["loss"] += float(loss.detach())
-                window["n"] += 1
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip:
-                    accelerator.clip_grad_norm_(
-                        [p for p in raw_model.parameters() if p.requires_grad], cfg.grad_clip
-                    )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+        # DeepSpeed: the micro-batches' gradients stay local and are reduced once, in parameter order, as the block
+        # ends; reduced as backward produces them, they would follow an order that differs between processes
+        # whose batches differ (masks, pairs), and ZeRO-2 would add up misaligned buckets.
+        with model.coalesce_grad_reduction() if deepspeed else contextlib.nullcontext():
+            for _ in range(cfg.grad_accum):
+                epoch, _index, batch, reasons = next(stream)
+                consumed += 1
+                for reason, count in reasons.items():
+                    if skipped[reason] == 0:
+                        logger.warning("skipping rows: %s (counted; see the run summary)", reason)
+                    skipped[reason] += count
+                with accelerator.accumulate(model):
+                    stand_in = batch is None and sharding is not None
+                    if stand_in:
+                        # Sharded parameters: every process must run the forward the others run, so a
+                        # micro-batch whose rows were all skipped runs a stand-in row, at weight zero.
+                        batch = stand_in_batch()
+                    if batch is None:
+                        loss = _zero_loss(raw_model)
+                    else:
+                        batch = _to_device(batch, accelerator.device)
+                        with accelerator.autocast():
+                            output = model(**batch)
+                        loss = output.loss * 0.0 if stand_in else output.loss
+                        if accelerator.num_processes > 1:
+                            loss = _with_every_output(loss, output)
+                    if batch is not None and not stand_in:
+                        window["ce"] += _tensor_value(output.ce_loss) or 0.0
+                        if output.mask_loss is not None and sum(m.shape[0] for m in batch["seg_masks"]):
+                            window["mask"] += _tensor_value(output.mask_loss)
+                            window["masks"] += 1
+                        window["samples"] += batch["input_ids"].shape[0] * accelerator.num_processes
+                    window["loss"] += float(loss.detach())
+                    window["n"] += 1
+                    if deepspeed:
+                        model.backward(loss)  # the engine's own: accelerate's would step inside the block
+                    else:
+                        accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.grad_clip:
+                        accelerator.clip_grad_norm_(
+                            [p for p in raw_model.parameters() if p.requires_grad], cfg.grad_clip
+                        )
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+        if deepspeed:
+            model.set_gradient_accumulation_boundary(True)
+            model.step()
         scheduler.step()
         step += 1
         bar.update(1)
@@ -617,7 +669,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         run_eval()
     if not (last_saved is not None and last_saved.name == ckpt.step_dir(checkpoints, step).name):
         last_saved = save() or last_saved
-    weights = full_tensors(raw_model.trainable_state_dict()) if fsdp and step >= total_steps else None
+    weights = None
+    if step >= total_steps and fsdp:
+        weights = full_tensors(raw_model.trainable_state_dict())
+    elif step >= total_steps and zero3:
+        weights = whole_trainable_weights(raw_model)
     if step >= total_steps and is_main:
         final_dir = out / "final"
         tmp = out / f".final-tmp-{os.getpid()}"

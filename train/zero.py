@@ -1,7 +1,10 @@
-"""What checkpoints need under DeepSpeed ZeRO-1/2, whose engine owns the Adam moments in flat partitions.
+"""What this trainer needs under DeepSpeed ZeRO, whose engine owns the Adam moments in flat partitions (and, at
+stage 3, the parameters too).
 
     moments = adam_moments(raw_model, names, optimizer, groups)  # whole exp_avg / exp_avg_sq per parameter
     load_adam_moments(raw_model, names, optimizer, moments)      # a resume puts them back into the partitions
+    partition_only_layers(raw_model, optimizer)                  # ZeRO-3: only the LLM's layers stay partitioned
+    weights = whole_trainable_weights(raw_model)                 # ZeRO-3: gathered for the checkpoint
 
 Checkpoints stay what one process writes without DeepSpeed (whole tensors, safetensors, no pickle), so a run saved
 under ZeRO resumes on one process, under DDP, FSDP or ZeRO with another number of processes. The moments go
@@ -31,6 +34,14 @@ def _zero_optimizer(optimizer):
 def _inner_optimizer(optimizer) -> torch.optim.Optimizer:
     """The torch optimizer DeepSpeed steps, over its flat fp32 partitions."""
     return _zero_optimizer(optimizer).optimizer
+
+
+def _flat_partitions(optimizer) -> list[torch.Tensor]:
+    """The fp32 partitions the torch optimizer steps. ZeRO-3 lists them in its groups only during a step."""
+    zero = _zero_optimizer(optimizer)
+    if hasattr(zero, "fp32_partitioned_groups_flat"):
+        return list(zero.fp32_partitioned_groups_flat)
+    return [flat for group in _inner_optimizer(optimizer).param_groups for flat in group["params"]]
 
 
 def _link(optimizer) -> None:
@@ -82,14 +93,62 @@ def load_adam_moments(model, names: list[str], optimizer, state: dict[str, Any])
     for group, saved in zip(inner.param_groups, state["param_groups"], strict=True):
         group.update({k: tuple(v) if k == "betas" else v for k, v in saved.items() if k != "params"})
     step = next(iter(state["state"].values()))["step"]
-    for group in inner.param_groups:
-        for flat in group["params"]:
-            values = inner.state[flat]
-            for key in MOMENTS:
-                values.setdefault(key, torch.zeros_like(flat, memory_format=torch.preserve_format))
-            values["step"] = torch.as_tensor(step, dtype=torch.float32).clone()  # torch Adam's own dtype
+    for flat in _flat_partitions(optimizer):
+        values = inner.state[flat]
+        for key in MOMENTS:
+            values.setdefault(key, torch.zeros_like(flat, memory_format=torch.preserve_format))
+        values["step"] = torch.as_tensor(step, dtype=torch.float32).clone()  # torch Adam's own dtype
     _link(optimizer)
     params = _named_trainable(model, names)
     for index, values in sorted(state["state"].items()):
         for key in MOMENTS:
             safe_set_full_optimizer_state(params[int(index)], values[key].float(), key)
+
+
+def partition_only_layers(model, optimizer) -> int:
+    """ZeRO-3: keep every parameter outside the LLM's decoder layers whole on every process, as DeepSpeed keeps
+    its small "persistent" parameters, and take those modules out of ZeRO-3's module trace; returns how many
+    parameters stay partitioned. Every process must call this, right after ``accelerator.prepare``.
+
+    ZeRO-3 gathers a module's parameters each time the module runs and checks that every process ran the same
+    modules in the same order. The LLM's layers run once per forward on every process; the image side, the
+    mask decoder and the LLM's embedding run per sample, pair and phrase, which differ between the processes'
+    batches. The layers are the bulk of a large LLM, so the memory ZeRO-3 saves is theirs. DeepSpeed picks its
+    persistent parameters by size only, so they are marked here by place, added to the list it gathers again
+    after every step, and gathered once; the module hooks that would fetch and trace them are removed. Their
+    gradients and Adam moments stay partitioned (they reduce per parameter, sorted, not per module)."""
+    zero = _zero_optimizer(optimizer)
+    offload = zero.parameter_offload
+    layers = getattr(model.decoder, "layers", None)
+    if layers is None:
+        raise ValueError("ZeRO-3: the LLM's decoder has no `layers` to partition")
+    inside = {id(p) for p in layers.parameters()}
+    whole = [p for p in model.parameters() if id(p) not in inside]
+    listed = {id(p) for p in offload.persistent_parameters}
+    # The engine's own list (the optimizer holds the same one), which it gathers after every step.
+    offload.persistent_parameters.extend(p for p in whole if id(p) not in listed)
+    for param in whole:
+        param.ds_persist = True
+    # Persistent parameters are first gathered where they are first used; with their hooks gone, here.
+    whole[0].all_gather(param_list=whole)
+    # Only the layers stay traced. The root's own hooks go too (its start-of-forward hook is separate and stays):
+    # its backward hook runs once per output tensor, and the outputs differ in number between batches.
+    traced = {id(m) for m in layers.modules()}
+    untraced = {id(hooks) for m in model.modules() if id(m) not in traced
+                for hooks in (m._forward_pre_hooks, m._forward_hooks)}  # fmt: skip
+    for handle in offload.forward_hooks + offload.backward_hooks:
+        hooks = handle.hooks_dict_ref()
+        if hooks is not None and id(hooks) in untraced:
+            handle.remove()
+    return len(inside)
+
+
+def whole_trainable_weights(model) -> dict[str, torch.Tensor]:
+    """ZeRO-3: the trainable tensors gathered whole (``model.trainable_state_dict()`` names, CPU copies). Every
+    process must call this; the partitioned ones are gathered for the copy and released after it."""
+    from deepspeed import zero
+
+    # Only the partitioned ones: leaving the context partitions what it gathered, persistent parameters too.
+    params = [p for p in model.parameters() if p.requires_grad and not p.ds_persist]
+    with zero.GatheredParameters(params):
+        return {name: t.detach().cpu().clone() for name, t in model.trainable_state_dict().items()}

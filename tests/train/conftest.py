@@ -62,6 +62,13 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mixed_dataset(tmp_path_factory) -> Path:
+    """Rows with and without masks, one image and two dates: the processes' batches differ in what they use."""
+    tasks = ("caption", "vqa", "grounding", "gcg", "change")
+    return make_dataset(tmp_path_factory.mktemp("mixed_data"), tasks=tasks)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_spec(tiny_llm_dir, tiny_vit_dir) -> dict:
     """The ``model:`` mapping of a recipe for the tiny random backbones (``RSVLMConfig.tiny`` sizes)."""
     return {

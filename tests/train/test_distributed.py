@@ -123,3 +123,16 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(
     difference = max_difference(weights(two_process_run), weights(out))
     print(f"max |w(killed + resumed) - w(uninterrupted)|, 2 processes = {difference:.3g}")
     assert difference == 0.0
+
+
+def test_two_processes_equal_one_on_batches_using_different_parts(mixed_dataset, settings, tmp_path) -> None:
+    """Rows with and without masks, one image and two dates, so the processes' batches use different parts of the
+    model at each step: still the weights of one process with twice the accumulation."""
+    mixed = {**settings, "max_steps": 5}
+    two = tmp_path / "two"
+    finish(launch(mixed, mixed_dataset, two, grad_accum=1, save_every=0))
+    train(TrainConfig(**mixed, grad_accum=2, data=[str(mixed_dataset)], out=str(tmp_path / "one"), save_every=0,
+                      datasets_cache=str(tmp_path / "hf")))  # fmt: skip
+    difference = max_difference(weights(two), weights(tmp_path / "one"))
+    print(f"max |w(2 processes) - w(1 process, 2x accumulation)|, mixed batches = {difference:.3g}")
+    assert difference <= TOLERANCE
