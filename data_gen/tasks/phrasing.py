@@ -302,7 +302,7 @@ TEMPLATES: dict[str, list[str]] = {
         "Has this scene been modified between the two dates?",
         "Can you detect any change here?",
         "Are there changes between image 1 and image 2?",
-        "Did the area stay the same?",
+        "Did anything in this area change?",  # not "did it stay the same?": the answer says yes for a change
         "Is anything different in the second image?",
         "Has any part of the scene changed?",
     ],
