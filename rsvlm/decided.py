@@ -180,8 +180,9 @@ def decide(
         expression = referring.parse(question)
         picked = expression and turn.referred_patch(expression)
     if counted is not None:
-        regions = [counted] if counted.mask.any() else []
-        text = asked.count_text(count_patches(counted.mask), normalise_phrase(counted.label) or counted.label)
+        n = count_patches(counted.mask)
+        regions = [counted] if n else []  # specks alone are not a patch: no region beside "No X found."
+        text = asked.count_text(n, normalise_phrase(counted.label) or counted.label)
     elif picked is not None:
         # "the second largest patch of bare land in the bottom left": that one patch of the class's mask
         # (rsvlm.referring), as a mask or cut into the box asked for.

@@ -420,6 +420,16 @@ def test_a_count_is_the_number_of_patches_of_the_mask_not_the_models_number(assi
     )  # the question's noun, not the model's
 
 
+def test_a_count_of_specks_only_is_none_found_with_no_region(assistant):
+    """Specks are not patches: "No ponds found." comes with no region whose pixels would say otherwise."""
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    decoded[60, 60] = decoded[5, 9] = True
+    _two_answers(assistant, "<p>ponds</p> [SEG]", "x</p> [SEG]", decoded, [])
+    answer = assistant.session().ask("How many ponds are there?", images=[NAIP_2020])
+    assert answer.text.startswith("No ponds found.") and "pixel" not in answer.text and not answer.regions
+
+
 def test_an_empty_mask_for_a_mask_question_is_none_here_in_plain_words(assistant):
     prompts: list[str] = []
     size = assistant.image_size
