@@ -54,10 +54,15 @@ def mask_pixels(mask) -> int:
     return mask.count() if isinstance(mask, geo.SparseMask) else int(np.count_nonzero(mask))
 
 
+def speck_pixels(shape: tuple[int, ...]) -> int:
+    """The size under which a patch is a speck, not counted: about 0.02 % of the image, at least 4 pixels, as
+    data_gen's counts leave them out (``data_gen.tasks.regions.min_component_pixels``)."""
+    return max(4, int(round(0.0002 * shape[0] * shape[1])))
+
+
 def count_patches(mask) -> int:
-    """Separate 8-connected patches of a mask (a dense array; a ``SparseMask`` is not counted), specks left out as
-    data_gen's counts leave them out: under about 0.02 % of the image, or 4 pixels
-    (``data_gen.tasks.regions.min_component_pixels``). Counting answers and the stated facts use this one count."""
+    """Separate 8-connected patches of a mask (a dense array; a ``SparseMask`` is not counted), specks
+    (``speck_pixels``) left out. Counting answers and the stated facts use this one count."""
     from scipy import ndimage
 
     if not isinstance(mask, np.ndarray):
@@ -65,8 +70,7 @@ def count_patches(mask) -> int:
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if n == 0:
         return 0
-    speck = max(4, int(round(0.0002 * mask.shape[0] * mask.shape[1])))
-    return int((np.bincount(labels.ravel())[1:] >= speck).sum())
+    return int((np.bincount(labels.ravel())[1:] >= speck_pixels(mask.shape)).sum())
 
 
 def measured_facts(regions: list[Region], valid_pixels: int | None) -> str:

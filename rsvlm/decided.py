@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsvlm import asked, geo, presence, referring
+from rsvlm import asked, geo, instances, presence, referring
 from rsvlm.answer_facts import count_patches
 from rsvlm.grounding import GRID, Box, OrientedBox, Region, normalise_phrase
 from rsvlm.placement import to_source
@@ -45,10 +45,20 @@ class Turn:
 
     def decode(self, phrases: list[str]) -> list[np.ndarray]:
         """Bool masks (model-input pixels) of these phrases, one decoder pass."""
+        return [p > 0.5 for p in self.probabilities(phrases)]
+
+    def probabilities(self, phrases: list[str]) -> list[np.ndarray]:
+        """The decoder's probability per model-input pixel for each phrase, one pass."""
         assistant = self.assistant
         with assistant.lock, assistant.inference():
             logits = assistant.model.decode_masks(None, [0] * len(phrases), self.features, phrases)
-        return [np.asarray((lg > 0).float().cpu()) > 0 for lg in logits]
+        return [np.asarray(torch.sigmoid(lg.float()).cpu()) for lg in logits]
+
+    def objects_mask(self, phrase: str) -> Region:
+        """The mask (source pixels) of ``phrase`` with touching objects cut apart (``rsvlm.instances``): one patch
+        per object, for counting them."""
+        (probability,) = self.probabilities([phrase])
+        return self.on_source(Region(label=phrase, mask=instances.separate(probability)))
 
     def on_source(self, region: Region) -> Region:
         return to_source(region, self.reference, self.meta, self.warnings)
@@ -174,8 +184,11 @@ def decide(
     wanted = asked.element(question) or ("mask" if counting else None)
     counted = picked = None
     if counting and not overview and asked.count_subject(question):
-        # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase.
-        counted = turn.phrase_mask(asked.count_subject(question))
+        # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase;
+        # buildings are objects, so touching ones are cut apart first (land covers are counted as patches).
+        subject = asked.count_subject(question)
+        objects = presence.concept_of([subject]) == "building"
+        counted = turn.objects_mask(subject) if objects else turn.phrase_mask(subject)
     elif wanted and not (two_dates or yes_no_question or overview or asked.wants_every(question)):
         expression = referring.parse(question)
         picked = expression and turn.referred_patch(expression)

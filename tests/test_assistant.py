@@ -260,7 +260,7 @@ def test_without_tiling_a_larger_image_is_answered_whole(tiny_checkpoint, tmp_pa
 
 def _two_answers(assistant, first: str, probe: str, decoded: np.ndarray, prompts: list[str]):
     """The model says ``first``, then ``probe`` when its answer is forced to open with <p>; the decoder's mask of
-    the probe's phrase is ``decoded`` (model-input pixels)."""
+    the probe's phrase is ``decoded`` (model-input pixels; bool, or float probabilities)."""
     tokenizer = assistant.processor.tokenizer
     size = assistant.image_size
 
@@ -271,6 +271,8 @@ def _two_answers(assistant, first: str, probe: str, decoded: np.ndarray, prompts
 
     def decode_masks(seg_hidden, sample_index, features, phrases):
         prompts.append(f"decode {phrases}")
+        if decoded.dtype != bool:  # probabilities
+            return torch.logit(torch.as_tensor(decoded).clamp(1e-4, 1 - 1e-4))[None]
         return torch.where(torch.as_tensor(decoded), 10.0, -10.0)[None]
 
     assistant.model.generate = generate
@@ -418,6 +420,22 @@ def test_a_count_is_the_number_of_patches_of_the_mask_not_the_models_number(assi
     assert (
         len(answer.regions) == 1 and prompts[-1] == "decode ['ponds']"
     )  # the question's noun, not the model's
+
+
+def test_touching_buildings_are_counted_one_by_one_and_the_region_has_as_many_patches(assistant):
+    from tests.test_instances import two_touching_houses
+
+    size = assistant.image_size
+    probability = np.full((size, size), 0.05, np.float32)
+    probability[:64, :64] = two_touching_houses(64)
+    _two_answers(assistant, "<p>buildings</p> [SEG]", "x</p> [SEG]", probability, [])
+    answer = assistant.session().ask("How many buildings are there?", images=[NAIP_2020])
+    assert answer.text.startswith("2 separate patches of buildings.")
+    assert len(answer.regions) == 1 and "2 patches" in answer.text  # the facts line counts the returned mask
+    # Land covers stay patches of the plain mask: the same map is one patch of water.
+    _two_answers(assistant, "<p>water</p> [SEG]", "x</p> [SEG]", probability, [])
+    water = assistant.session().ask("How many patches of water are there?", images=[NAIP_2020])
+    assert water.text.startswith("1 separate patch of water.")
 
 
 def test_a_count_of_specks_only_is_none_found_with_no_region(assistant):

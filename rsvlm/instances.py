@@ -1,0 +1,51 @@
+"""Touching objects of one mask told apart, for counting them.
+
+At the decoder's 256 px a row of houses often comes out as one patch of "buildings", so its patches undercount
+(a count is the number of patches of the mask the answer returns, ``rsvlm.answer_facts.count_patches``). The
+decoder is surest at each object's middle: the pixels above ``CORE_PROBABILITY`` split into one core per object,
+each core takes the pixels of the mask that it reaches first from where the decoder is surest (a watershed of
+``1 - probability``), and a one-pixel cut between neighbouring objects keeps them separate patches. Blobs without
+a core (the decoder was never sure there) are left out.
+
+    mask = separate(probability)     # bool [H, W]; its patches are the objects
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from rsvlm.answer_facts import speck_pixels
+
+# Chosen on the embedded default's validation split among 0.6-0.9 (building counts within 1 of the truth, on
+# tiles with buildings: 0.28 for the patches of the plain mask, 0.42 here; on the test split 0.33 -> 0.42).
+CORE_PROBABILITY = 0.65
+_EIGHT = np.ones((3, 3), bool)
+
+
+def separate(probability: np.ndarray, core: float = CORE_PROBABILITY) -> np.ndarray:
+    """The mask (``probability > 0.5``) cut into one patch per core (``probability > core``, specks left out)."""
+    mask = probability > 0.5
+    speck = speck_pixels(mask.shape)
+    cores, n = ndimage.label(probability > core, structure=_EIGHT)
+    if n == 0:
+        return np.zeros_like(mask)
+    small = np.bincount(cores.ravel()) < speck
+    small[0] = True
+    cores, n = ndimage.label(~small[cores], structure=_EIGHT)
+    if n == 0:
+        return np.zeros_like(mask)
+    markers = cores.astype(np.int32)
+    markers[~mask] = -1  # outside the mask: taken already, so no core grows through it
+    cost = np.round(255 * (1 - np.clip(probability, 0, 1))).astype(np.uint8)
+    basins = ndimage.watershed_ift(cost, markers, structure=_EIGHT)
+    basins[basins < 0] = 0
+    # A pixel 8-adjacent to a basin of a lower number goes, so no two objects touch.
+    padded = np.pad(basins, 1)
+    h, w = basins.shape
+    keep = basins > 0
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            neighbour = padded[dy : dy + h, dx : dx + w]
+            keep &= ~((neighbour > 0) & (neighbour < basins))
+    return keep

@@ -1,0 +1,42 @@
+"""rsvlm.instances: touching objects of a probability map cut apart into one patch each."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rsvlm.answer_facts import count_patches
+from rsvlm.instances import separate
+
+
+def two_touching_houses(size: int = 64) -> np.ndarray:
+    """Two squares joined by a strip the decoder is less sure of: one patch at 0.5, two cores above 0.65."""
+    p = np.full((size, size), 0.05, np.float32)
+    p[10:30, 8:28] = 0.95
+    p[10:30, 32:52] = 0.95
+    p[10:30, 28:32] = 0.6  # the shared wall
+    return p
+
+
+def test_touching_objects_become_separate_patches_that_keep_the_mask_outside_the_cut():
+    p = two_touching_houses()
+    assert count_patches(p > 0.5) == 1
+    objects = separate(p)
+    assert count_patches(objects) == 2
+    assert not (objects & ~(p > 0.5)).any()  # never more than the mask
+    assert (p > 0.5).sum() - objects.sum() <= 2 * 20  # at most a one-pixel cut down the 20-pixel wall
+
+
+def test_a_blob_the_decoder_was_never_sure_of_is_left_out_and_specks_make_no_object():
+    p = two_touching_houses()
+    p[40:50, 40:50] = 0.6  # mask, but no core
+    p[5, 60] = 0.99  # a speck of a core
+    assert count_patches(separate(p)) == 2
+    assert not separate(np.full((64, 64), 0.55, np.float32)).any()
+
+
+def test_objects_at_opposite_borders_are_not_cut_by_each_other():
+    p = np.full((32, 32), 0.05, np.float32)
+    p[:, :6] = 0.9
+    p[:, -6:] = 0.9
+    objects = separate(p)
+    assert count_patches(objects) == 2 and objects.sum() == (p > 0.5).sum()
