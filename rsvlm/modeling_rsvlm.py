@@ -242,6 +242,13 @@ class RSVLMForConditionalGeneration(RSVLMPreTrainedModel):
     def causal_lm(self) -> nn.Module:
         return self.llm.get_base_model()
 
+    def get_input_embeddings(self) -> nn.Module:
+        # transformers' default looks up an attribute named `embed_tokens`, which here is a method.
+        return self.causal_lm.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.causal_lm.get_output_embeddings()
+
     @property
     def decoder(self) -> nn.Module:
         return self.causal_lm.get_decoder()

@@ -501,3 +501,11 @@ def test_a_reply_caught_in_a_loop_stops_and_keeps_one_saying(tiny_model, monkeyp
     digits = tiny_model.tokenizer("0", add_special_tokens=False)["input_ids"]
     assert tiny_model._looping_tail(digits * 10) == 0
     assert tiny_model._looping_tail([other, word, other, word] * 2) == 6  # a 2-token unit said 4 times
+
+
+def test_input_and_output_embeddings_are_the_llms(tiny_model):
+    """accelerate's FSDP2 preparation shards ``get_input_embeddings()`` on its own; transformers' default returned
+    the model's ``embed_tokens`` method."""
+    assert tiny_model.get_input_embeddings() is tiny_model.causal_lm.get_input_embeddings()
+    assert isinstance(tiny_model.get_input_embeddings(), torch.nn.Embedding)
+    assert tiny_model.get_output_embeddings() is tiny_model.causal_lm.get_output_embeddings()

@@ -140,7 +140,7 @@ def partition_only_layers(model, optimizer) -> int:
         hooks = handle.hooks_dict_ref()
         if hooks is not None and id(hooks) in untraced:
             handle.remove()
-    return len(inside)
+    return sum(not p.ds_persist for p in layers.parameters())  # DeepSpeed keeps the smallest ones whole too
 
 
 def whole_trainable_weights(model) -> dict[str, torch.Tensor]:

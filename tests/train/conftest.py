@@ -69,6 +69,26 @@ def mixed_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mixed_settings(tiny_model_spec) -> dict:
+    """A recipe for two-process runs on ``mixed_dataset``: dropout off (each process draws its own masks, so with
+    it on no two layouts could agree), evaluation every 2 steps, 6 steps."""
+    return dict(
+        model={**tiny_model_spec, "lora_dropout": 0.0}, micro_batch_size=2, lr=3e-3, warmup_steps=1,
+        max_length=512, eval_every=2, eval_at_start=False, log_every=1, num_threads=1, max_steps=6,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def mixed_ddp_run(mixed_dataset, mixed_settings, tmp_path_factory) -> Path:
+    """DDP on 2 CPU processes over ``mixed_dataset``: the reference the sharded launches are compared with."""
+    from tests.train.test_distributed import finish, launch
+
+    out = tmp_path_factory.mktemp("mixed_ddp") / "run"
+    finish(launch(mixed_settings, mixed_dataset, out, grad_accum=1, save_every=0), timeout=420)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_model_spec(tiny_llm_dir, tiny_vit_dir) -> dict:
     """The ``model:`` mapping of a recipe for the tiny random backbones (``RSVLMConfig.tiny`` sizes)."""
     return {
