@@ -187,8 +187,8 @@ def _rewrite_metrics_up_to(path: Path, step: int) -> None:
 
 
 def _zero_loss(model) -> torch.Tensor:
-    """A zero connected to every trainable parameter: a micro-batch whose rows were all skipped still joins the
-    gradient all-reduce of the other processes."""
+    """A zero connected to every trainable parameter, the loss of a micro-batch whose rows were all skipped on one
+    process (several processes run a stand-in row instead, so that all run the same forwards)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return sum((p.sum() * 0.0 for p in params[1:]), params[0].sum() * 0.0)
 
@@ -590,10 +590,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                         logger.warning("skipping rows: %s (counted; see the run summary)", reason)
                     skipped[reason] += count
                 with accelerator.accumulate(model):
-                    stand_in = batch is None and sharding is not None
+                    stand_in = batch is None and accelerator.num_processes > 1
                     if stand_in:
-                        # Sharded parameters: every process must run the forward the others run, so a
-                        # micro-batch whose rows were all skipped runs a stand-in row, at weight zero.
+                        # Every process must run the forward the others run (DDP syncs buffers in it, ZeRO-3
+                        # and FSDP gather parameters), so a micro-batch whose rows were all skipped runs a
+                        # stand-in row, at weight zero.
                         batch = stand_in_batch()
                     if batch is None:
                         loss = _zero_loss(raw_model)

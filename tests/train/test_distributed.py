@@ -136,3 +136,20 @@ def test_two_processes_equal_one_on_batches_using_different_parts(mixed_dataset,
     difference = max_difference(weights(two), weights(tmp_path / "one"))
     print(f"max |w(2 processes) - w(1 process, 2x accumulation)|, mixed batches = {difference:.3g}")
     assert difference <= TOLERANCE
+
+
+def test_a_micro_batch_whose_rows_were_all_skipped_still_runs_the_others_forward(
+    mixed_dataset, mixed_settings, tmp_path
+) -> None:
+    """``max_length`` 60 drops the two-date rows (their image tokens do not fit), so with one row per process a
+    process often has nothing to train on while the other has. It runs a stand-in row at weight zero: DDP syncs
+    buffers in every forward, so a process that skipped its forward used to leave the other waiting forever."""
+    skipping = {**mixed_settings, "micro_batch_size": 1, "max_length": 60, "eval_every": 0}
+    two = tmp_path / "two"
+    output = finish(launch(skipping, mixed_dataset, two, grad_accum=1, save_every=0))
+    assert "image tokens beyond max_length=60" in output
+    train(TrainConfig(**skipping, grad_accum=2, data=[str(mixed_dataset)], out=str(tmp_path / "one"), save_every=0,
+                      datasets_cache=str(tmp_path / "hf")))  # fmt: skip
+    difference = max_difference(weights(two), weights(tmp_path / "one"))
+    print(f"max |w(2 processes) - w(1 process, 2x accumulation)|, rows skipped = {difference:.3g}")
+    assert difference <= TOLERANCE

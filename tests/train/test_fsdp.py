@@ -83,3 +83,19 @@ def test_the_trainers_fsdp_launch_equals_ddp_and_resumes_exactly(
     # Measured 0.
     print(f"max |w(stopped + resumed) - w(uninterrupted)|, FSDP, 2 processes = {difference:.3g}")
     assert difference <= TOLERANCE
+
+
+def test_fsdp_with_skipped_rows_in_training_and_evaluation_equals_ddp(
+    mixed_dataset, mixed_settings, tmp_path
+):
+    """A process whose micro-batch or evaluation batch was all skipped (two-date rows beyond ``max_length`` 60)
+    runs a stand-in forward, since every sharded forward gathers parameters from all processes."""
+    from tests.train.test_distributed import TOLERANCE, finish, launch, max_difference, weights
+
+    skipping = {**mixed_settings, "micro_batch_size": 1, "max_length": 60}
+    finish(launch(skipping, mixed_dataset, tmp_path / "ddp", grad_accum=1, save_every=0))
+    output = finish(launch_fsdp(skipping, mixed_dataset, tmp_path / "fsdp", save_every=0), timeout=420)
+    assert "image tokens beyond max_length=60" in output and "eval step 2" in output
+    difference = max_difference(weights(tmp_path / "fsdp"), weights(tmp_path / "ddp"))
+    print(f"max |w(FSDP) - w(DDP)|, rows skipped = {difference:.3g}")  # measured 0
+    assert difference <= TOLERANCE
