@@ -109,6 +109,24 @@ _COUNT_SUBJECT = re.compile(
 )
 
 
+_EVERY_SUBJECT = re.compile(
+    r"\b(?:all|every|each)\s+(?:the\s+)?(?:(?:patch|patches|areas?|parts?)\s+of\s+)?"
+    r"(?P<noun>[a-z][a-z' -]*?)(?=\s+(?:in|on|you|that|which|visible|shown|here|there|and|with|from|at|as|"
+    r"using|into)\b|\s*[?.!,:;]|\s*$)",
+    re.IGNORECASE,
+)
+
+
+def every_subject(question: str) -> str | None:
+    """What a request for every instance of a class names, in its own words: "Mark every patch of bare ground
+    with a mask." -> "bare ground", "Find all buildings and segment them." -> "buildings"."""
+    match = _EVERY_SUBJECT.search(question)
+    if match is None:
+        return None
+    noun = match.group("noun").strip().lower()
+    return None if noun in {"", "them", "it", "these", "those", "things", "objects", "of them"} else noun
+
+
 def count_subject(question: str) -> str | None:
     """What a counting question counts, in its own words: "How many separate patches of water are there?" ->
     "water" (the decoder is prompted with it, whatever phrase the model's answer names)."""

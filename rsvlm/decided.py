@@ -142,13 +142,16 @@ class Turn:
         self, wanted: str, question: str, regions: list[Region], text: str, two_dates: bool
     ) -> tuple[list[Region], str]:
         """Regions and text for an answer that lacks the ``wanted`` element: boxes cut from a mask the answer has,
-        or the element cut from the mask of the phrase the model names when asked for only that (two dates: "the
-        changed areas", the phrase the change path is trained on), or of the answer's own region's label."""
+        or the element cut from the mask of the class a request for every one of it names ("Mark every patch of
+        bare ground"), or of the phrase the model names when asked for only that (two dates: "the changed areas",
+        the phrase the change path is trained on), or of the answer's own region's label."""
         region = None
         if wanted in ("box", "obb"):
             region = next((r for r in regions if r.mask is not None and asked.has_element([r], "mask")), None)
         if region is None:
-            region = self.phrase_mask(asked.CHANGE_PHRASE if two_dates else None)
+            # The user's own noun, when the request names one: the model's phrase is its guess at it.
+            named = None if two_dates else asked.every_subject(question)
+            region = self.phrase_mask(asked.CHANGE_PHRASE if two_dates else named)
         if region is None:  # the model closed no phrase: the label of the answer's own region, if any
             fallback = next((r.label for r in regions if r.label), None)
             if fallback:

@@ -99,3 +99,19 @@ def test_min_area_rect_of_a_turned_bar():
     assert abs(cx - 32) < 1.5 and abs(cy - 32) < 1.5
     assert 38 <= w <= 44 and 7 <= h <= 11 and w > h
     assert abs(angle - 30) < 5 and -90 < angle <= 90
+
+
+@pytest.mark.parametrize(
+    "question, noun",
+    [
+        ("Mark every patch of bare or built ground with a mask.", "bare or built ground"),
+        ("Find all buildings and segment them.", "buildings"),
+        ("Please segment each patch of bare land you can see.", "bare land"),
+        ("Highlight all trees in the scene.", "trees"),
+        ("Box all the ponds.", "ponds"),
+        ("Where is the water?", None),
+        ("Show me all of them.", None),
+    ],
+)
+def test_a_request_for_every_one_names_its_class(question, noun):
+    assert asked.every_subject(question) == noun

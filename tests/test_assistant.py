@@ -307,15 +307,16 @@ def test_a_relation_yes_no_stays_the_models(assistant):
     assert answer.text.startswith("Yes, the road") and len(prompts) == 1  # no probe
 
 
-def test_boxes_asked_for_but_missing_are_cut_from_the_named_mask(assistant):
+def test_boxes_asked_for_but_missing_are_cut_from_the_mask_of_the_requests_own_noun(assistant):
     size = assistant.image_size
     decoded = np.zeros((size, size), bool)
     decoded[2:10, 4:20] = True  # the larger patch
     decoded[30:34, 40:44] = True
     prompts: list[str] = []
-    _two_answers(assistant, "The ponds are in the north.", "all the ponds</p> [SEG]", decoded, prompts)
+    _two_answers(assistant, "The ponds are in the north.", "the water</p> [SEG]", decoded, prompts)
     answer = assistant.session().ask("Box all the ponds.", images=[NAIP_2020])
-    assert [r.label for r in answer.regions] == ["all the ponds", "all the ponds"]
+    assert prompts[-1] == "decode ['ponds']"  # the user's noun, not the phrase the model would name
+    assert [r.label for r in answer.regions] == ["ponds", "ponds"]
     assert all(r.pixel_box is not None and r.geometry is not None for r in answer.regions)
     big, small = (r.pixel_box for r in answer.regions)
     assert (big[2] - big[0]) * (big[3] - big[1]) > (small[2] - small[0]) * (small[3] - small[1])
