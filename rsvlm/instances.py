@@ -27,13 +27,9 @@ def separate(probability: np.ndarray, core: float = CORE_PROBABILITY) -> np.ndar
     """The mask (``probability > 0.5``) cut into one patch per core (``probability > core``, specks left out)."""
     mask = probability > 0.5
     speck = speck_pixels(mask.shape)
-    cores, n = ndimage.label(probability > core, structure=_EIGHT)
-    if n == 0:
-        return np.zeros_like(mask)
-    small = np.bincount(cores.ravel()) < speck
-    small[0] = True
-    cores, n = ndimage.label(~small[cores], structure=_EIGHT)
-    if n == 0:
+    cores, _ = ndimage.label(probability > core, structure=_EIGHT)
+    cores[(np.bincount(cores.ravel()) < speck)[cores]] = 0  # specks make no object (label 0 stays 0)
+    if not cores.any():
         return np.zeros_like(mask)
     markers = cores.astype(np.int32)
     markers[~mask] = -1  # outside the mask: taken already, so no core grows through it

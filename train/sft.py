@@ -220,6 +220,12 @@ def _with_every_output(loss: torch.Tensor, output) -> torch.Tensor:
     return loss + sum(t.float().sum() * 0.0 for t in extra) if extra else loss
 
 
+def _first_that_builds(builder: BatchBuilder, candidates) -> dict[str, Any] | None:
+    """The first of these row lists that builds into a batch, or None: a stand-in forward for a process whose own
+    batch did not build, while the others run theirs."""
+    return next((b for b in (builder.build(rows)[0] for rows in candidates) if b is not None), None)
+
+
 def _tensor_value(x) -> float | None:
     return None if x is None else float(x.detach().float())
 
@@ -258,7 +264,7 @@ def evaluate(
         batch, _ = builder.build(rows)
         counted = k < len(mine) and batch is not None
         if batch is None and lockstep:  # the others run a forward, so this process runs one too, uncounted
-            batch = next((b for b in (builder.build(r)[0] for r in batches) if b is not None), None)
+            batch = _first_that_builds(builder, batches)
         if batch is None:
             continue
         batch = _to_device(batch, device)
@@ -355,7 +361,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Batches without masks leave the mask decoder out of the graph; DDP must be told to expect that.
+    # With run_every_module every trainable module is in every graph; DDP still allows for one left out.
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
     if _deepspeed_on_cpu():
         # accelerate names no backend for DeepSpeed without an accelerator, and then counts one process while
@@ -520,13 +526,19 @@ def train(cfg: TrainConfig) -> TrainResult:
         counts = samples_per_source(train_data, global_batch, cfg.seed, consumed, cfg.mix)
         return dict(zip(train_data.source_names, counts, strict=True))
 
+    def whole_weights() -> dict | None:
+        """The trainable tensors gathered whole where the parameters are sharded (every process takes part), else
+        None: the model's own are whole."""
+        if fsdp:
+            return full_tensors(raw_model.trainable_state_dict())
+        return whole_trainable_weights(raw_model) if zero3 else None
+
     def gathered_state() -> tuple[dict | None, dict | None]:
         """Whole trainable weights (None: the model's own) and optimizer moments (None: the optimizer's own)."""
         if fsdp:
-            return full_tensors(raw_model.trainable_state_dict()), full_tensors(optimizer.state_dict())
-        if deepspeed:  # the moments in the engine's partitions; ZeRO-1/2 keep whole parameters everywhere
-            weights = whole_trainable_weights(raw_model) if zero3 else None
-            return weights, adam_moments(raw_model, names, optimizer, groups_by_index)
+            return whole_weights(), full_tensors(optimizer.state_dict())
+        if deepspeed:  # the moments live in the engine's partitions
+            return whole_weights(), adam_moments(raw_model, names, optimizer, groups_by_index)
         return None, None
 
     def save() -> Path | None:
@@ -556,11 +568,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     @functools.cache
     def stand_in_batch() -> dict[str, Any]:
         """The first training row that builds, as a batch of one."""
-        for row in range(len(train_data)):
-            batch, _ = builder.build([row])
-            if batch is not None:
-                return batch
-        raise TrainConfigError(f"no row of {', '.join(cfg.data)} builds into a batch")
+        batch = _first_that_builds(builder, ([row] for row in range(len(train_data))))
+        if batch is None:
+            raise TrainConfigError(f"no row of {', '.join(cfg.data)} builds into a batch")
+        return batch
 
     if step == 0 and cfg.eval_at_start:
         run_eval()
@@ -670,11 +681,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         run_eval()
     if not (last_saved is not None and last_saved.name == ckpt.step_dir(checkpoints, step).name):
         last_saved = save() or last_saved
-    weights = None
-    if step >= total_steps and fsdp:
-        weights = full_tensors(raw_model.trainable_state_dict())
-    elif step >= total_steps and zero3:
-        weights = whole_trainable_weights(raw_model)
+    weights = whole_weights() if step >= total_steps else None
     if step >= total_steps and is_main:
         final_dir = out / "final"
         tmp = out / f".final-tmp-{os.getpid()}"
