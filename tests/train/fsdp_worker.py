@@ -79,7 +79,11 @@ def main(llm: str, vit: str, out: Path) -> None:
         "max_difference": max(float((final[k].double() - reference[k].double()).abs().max()) for k in final),
         "moved": max(float((written[k].double() - reference[k].double()).abs().max()) for k in written),
     }
-    print(json.dumps(report), flush=True)
+    # One process after the other: both write to the same pipe, and lines written at once can interleave.
+    for turn in range(dist.get_world_size()):
+        if turn == rank:
+            print(json.dumps(report), flush=True)
+        dist.barrier()
     dist.destroy_process_group()
 
 
