@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsvlm import decided, geo, scene
+from rsvlm import decided, geo, presence, scene
 from rsvlm.answer_facts import mask_pixels, measured_facts, strip_model_quantities
 from rsvlm.grounding import (
     Region,
@@ -433,8 +433,17 @@ class Session:
             )
         raw = processor.decode(result.sequences[0])
         parsed = parse_answer(raw)
-        masks = [m > 0 for m in result.masks[0]] if result.masks and result.masks[0] is not None else []
-        attach_masks(parsed, [np.asarray(m.cpu()) for m in masks])
+        masks = []
+        if result.masks and result.masks[0] is not None and len(result.masks[0]):
+            # Each [SEG]'s mask at its phrase's calibrated threshold (rsvlm.presence.mask_threshold_for).
+            phrases = {r.seg_index: r.label for r in parsed.regions if r.seg_index is not None}
+            logits = presence.calibrated_logits(
+                result.masks[0].float(),
+                [phrases.get(k) for k in range(len(result.masks[0]))],
+                assistant.model.config,
+            )
+            masks = [np.asarray((m > 0).cpu()) for m in logits]
+        attach_masks(parsed, masks)
         warnings.extend(parsed.warnings)
         if remember:
             self.history = [*conversation, {"role": "assistant", "content": raw}]
@@ -589,7 +598,7 @@ class Session:
         if generated is not None and len(generated) == len(seg_rows):
             for row, mask in zip(seg_rows, generated):
                 rows[row] = mask.float().cpu()
-        logits = torch.stack(rows)
+        logits = presence.calibrated_logits(torch.stack(rows), prompts.labels, model.config)
         probs = np.stack([meta.mask_to_source(torch.sigmoid(m).cpu()) for m in logits])  # [M, h, w]
         if overview.valid is not None:
             probs = probs * overview.valid

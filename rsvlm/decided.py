@@ -48,17 +48,27 @@ class Turn:
         return [p > 0.5 for p in self.probabilities(phrases)]
 
     def probabilities(self, phrases: list[str]) -> list[np.ndarray]:
-        """The decoder's probability per model-input pixel for each phrase, one pass."""
+        """The decoder's probability per model-input pixel for each phrase, one pass, calibrated so that 0.5 is
+        the phrase's threshold (``rsvlm.presence.calibrated_logits``)."""
         assistant = self.assistant
         with assistant.lock, assistant.inference():
             logits = assistant.model.decode_masks(None, [0] * len(phrases), self.features, phrases)
-        return [np.asarray(torch.sigmoid(lg.float()).cpu()) for lg in logits]
+        logits = presence.calibrated_logits(logits.float(), phrases, assistant.model.config)
+        return [np.asarray(torch.sigmoid(lg).cpu()) for lg in logits]
 
     def objects_mask(self, phrase: str) -> Region:
         """The mask (source pixels) of ``phrase`` with touching objects cut apart (``rsvlm.instances``): one patch
         per object, for counting them."""
         (probability,) = self.probabilities([phrase])
         return self.on_source(Region(label=phrase, mask=instances.separate(probability)))
+
+    def shows(self, region: Region) -> bool:
+        """Whether a mask of a calibrated concept covers its concept's share (``presence.concept_min_share``), so
+        "outline the trees" finds trees exactly where "are there trees?" says yes; other masks always show."""
+        share = presence.concept_min_share(region.label or "", self.assistant.model.config)
+        if share is None or not isinstance(region.mask, np.ndarray):
+            return True
+        return presence.is_present(int(region.mask.sum()), self.valid, share)
 
     def on_source(self, region: Region) -> Region:
         return to_source(region, self.reference, self.meta, self.warnings)
@@ -124,7 +134,9 @@ class Turn:
         regions = []
         for phrase, mask in zip(phrases, self.decode(phrases)):
             region = self.on_source(Region(label=phrase, mask=mask))
-            if presence.is_present(int(region.mask.sum()), self.valid, asked.GROUNDED_MIN_SHARE):
+            if presence.is_present(
+                int(region.mask.sum()), self.valid, asked.GROUNDED_MIN_SHARE
+            ) and self.shows(region):
                 regions.append(region)
         regions.sort(key=lambda r: -int(r.mask.sum()))
         return regions[: asked.GROUNDED_MAX]
@@ -158,7 +170,7 @@ class Turn:
                 region = self.phrase_mask(fallback)
         if region is None:
             return regions, text
-        if not presence.is_present(int(region.mask.sum()), self.valid):
+        if not (presence.is_present(int(region.mask.sum()), self.valid) and self.shows(region)):
             return [], f"None here: I find no {normalise_phrase(region.label) or region.label}."
         if wanted in ("mask", "place"):
             return [region], "Here it is."
@@ -182,6 +194,12 @@ def decide(
             present = presence.is_present(int(region.mask.sum()), turn.valid, min_share)
             text = presence.answer_text(present, region.label, presence.asks_absence(question))
             regions = [region] if present else []
+    if not (two_dates or overview):
+        # A class mask under its concept's calibrated share is not there (Turn.shows), as a presence answer says.
+        hidden = [r for r in regions if not turn.shows(r)]
+        regions = [r for r in regions if turn.shows(r)]
+        if hidden and not asked.has_element(regions, "mask"):
+            text = f"None here: I find no {normalise_phrase(hidden[0].label) or hidden[0].label}."
     yes_no_question = presence.asks_yes_no(question)
     counting = asked.asks_count(question) and not yes_no_question
     wanted = asked.element(question) or ("mask" if counting else None)
@@ -196,7 +214,7 @@ def decide(
         expression = referring.parse(question)
         picked = expression and turn.referred_patch(expression)
     if counted is not None:
-        n = count_patches(counted.mask)
+        n = count_patches(counted.mask) if turn.shows(counted) else 0
         regions = [counted] if n else []  # specks alone are not a patch: no region beside "No X found."
         text = asked.count_text(n, normalise_phrase(counted.label) or counted.label)
     elif picked is not None:

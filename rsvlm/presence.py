@@ -16,7 +16,10 @@ relation ("is the road north of the river?") and "did it change?" on two dates s
 
 from __future__ import annotations
 
+import math
 import re
+
+import torch
 
 from rsvlm.grounding import normalise_phrase
 
@@ -66,6 +69,33 @@ def min_share_for(phrase: str, config) -> float:
     by_concept = getattr(config, "presence_min_share_by_concept", None) or {}
     share = by_concept.get(concept_of([phrase]))
     return float(share) if share is not None else float(getattr(config, "presence_min_share", MIN_SHARE))
+
+
+def concept_min_share(phrase: str, config) -> float | None:
+    """The share calibrated for ``phrase``'s own concept (``presence_min_share_by_concept``), or None when its
+    concept has none: a mask of such a phrase under it is "not there", as the presence answer says."""
+    share = (getattr(config, "presence_min_share_by_concept", None) or {}).get(concept_of([phrase]))
+    return None if share is None else float(share)
+
+
+def mask_threshold_for(phrase: str, config) -> float:
+    """The probability above which a pixel is in ``phrase``'s mask: calibrated for its concept on the validation
+    split (``mask_threshold_by_concept``, ``train.calibrate``), else 0.5. A decoder trained on few tree tiles is
+    unsure of trees (their best threshold is lower), not of water."""
+    by_concept = getattr(config, "mask_threshold_by_concept", None) or {}
+    threshold = by_concept.get(concept_of([phrase]))
+    return float(threshold) if threshold is not None else 0.5
+
+
+def calibrated_logits(logits: torch.Tensor, phrases: list[str | None], config) -> torch.Tensor:
+    """Mask logits ``[M, ...]`` shifted per row so that 0 (probability 0.5) is the row phrase's calibrated
+    threshold (``mask_threshold_for``; a row without a phrase stays as it is): every "logit > 0" and
+    "probability > 0.5" downstream then means the calibrated mask."""
+    shifts = [math.log(t / (1 - t)) for t in (mask_threshold_for(p or "", config) for p in phrases)]
+    if not any(shifts):
+        return logits
+    shift = torch.tensor(shifts, dtype=logits.dtype, device=logits.device)
+    return logits - shift.view(-1, *([1] * (logits.ndim - 1)))
 
 
 def asks_presence(question: str, two_dates: bool = False) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rsvlm import geo
+from rsvlm import geo, presence
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +276,8 @@ def _decode_batch(
         sample_index = [b for b in range(len(read)) for _ in range(m)]
         vectors = prompts.vectors.to(device).repeat(len(read), 1)  # [B*M, P]
         logits = decoder(contexts, sample_index, vectors, **extra).float().cpu()  # [B*M, S, S]
+    # Each prompt at its phrase's calibrated threshold, as the overview's masks are (rsvlm.presence).
+    logits = presence.calibrated_logits(logits, list(prompts.labels) * len(read), model.config)
     hits = 0
     for b, (i, (_, meta, valid)) in enumerate(read):
         x, y, _, _ = windows[i]

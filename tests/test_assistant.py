@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -508,3 +509,42 @@ def test_a_grounded_caption_without_masks_is_built_from_the_land_covers_the_deco
     assert answer.text.startswith("This scene contains water and roads.")
     assert asked.asks_grounded_caption("Please produce a grounded conversation-style caption.")
     assert not asked.asks_grounded_caption("Describe this image.")
+
+
+@contextlib.contextmanager
+def _calibration(assistant, **values):
+    """The checkpoint's config carries these calibration values for the duration of a test."""
+    for name, value in values.items():
+        setattr(assistant.model.config, name, value)
+    try:
+        yield
+    finally:
+        for name in values:
+            delattr(assistant.model.config, name)
+
+
+@pytest.mark.parametrize("share, kept", [(0.05, False), (0.005, True)])
+def test_a_class_mask_under_its_concepts_calibrated_share_is_none_here(assistant, share, kept):
+    """ "Outline the trees." finds trees exactly where "are there trees?" would say yes."""
+    size = assistant.image_size
+    mask = np.zeros((size, size), bool)
+    mask[: size // 8, : size // 8] = True  # 1.6 % of the image
+    scripted(assistant, "<p>the trees</p> [SEG]", masks=[mask])
+    with _calibration(assistant, presence_min_share_by_concept={"tree": share}):
+        answer = assistant.session().ask("Outline the trees.", images=[NAIP_2020])
+    if kept:
+        assert len(answer.regions) == 1 and answer.regions[0].mask.any()
+    else:
+        assert answer.text.startswith("None here: I find no trees.") and not answer.regions
+
+
+@pytest.mark.parametrize("threshold, expected", [(None, "No: no forest found."), (0.3, "Yes.")])
+def test_a_concepts_calibrated_pixel_threshold_decides_its_mask(assistant, threshold, expected):
+    size = assistant.image_size
+    probability = np.full((size, size), 0.05, np.float32)
+    probability[: size // 2] = 0.4  # unsure, as a decoder trained on few tree tiles is of trees
+    _two_answers(assistant, "Yes.", "forest</p> [SEG]", probability, [])
+    calibration = {"mask_threshold_by_concept": {"tree": threshold}} if threshold else {}
+    with _calibration(assistant, **calibration):
+        answer = assistant.session().ask("Is there any forest?", images=[NAIP_2020])
+    assert answer.text.startswith(expected)

@@ -1,16 +1,22 @@
-"""Calibrate what a mask's size means for "is there any X?": the share of valid pixels above which X is there.
+"""Calibrate what a mask means: per concept, the probability a pixel needs, and the share a mask needs to be "there".
 
     python -m train.calibrate --model out/default-a2 --corpus out/corpus            # prints, and writes it into
                                                                                     # the checkpoint's config.json
 
 The assistant answers presence questions from the decoder's mask of the subject (``rsvlm.presence``). A decoder
-leaves a few stray pixels on tiles without the thing, so "any pixel" says yes too often; the threshold is chosen on
-the **validation** split (never the test split the report scores): for every class target of every validation
-tile, the predicted share of valid pixels, against the truth as data_gen's presence answers define it (yes: at
-least ``min_component_pixels`` of the class; no: not one pixel). The share that maximises the balanced accuracy is
-written as ``presence_min_share`` into the checkpoint's ``config.json``, and for each concept with at least
-``--min-per-concept`` yes and as many no targets (``rsvlm.presence.CONCEPTS``: a decoder leaves more stray road
-pixels than stray water pixels) its own share, as ``presence_min_share_by_concept``.
+leaves a few stray pixels on tiles without the thing, so "any pixel" says yes too often; and one trained on few
+tree tiles is unsure of trees, so 0.5 is too high a bar for their pixels. Both are chosen on the **validation**
+split (never the test split the report scores), from the decoder's probabilities for every class target of every
+validation tile, against the truth as data_gen's presence answers define it (yes: at least
+``min_component_pixels`` of the class; no: not one pixel):
+
+- ``presence_min_share``: the share of valid pixels (of the mask at 0.5) that maximises the balanced presence
+  accuracy over all targets, for phrases of no concept of their own;
+- for each concept (``rsvlm.presence.CONCEPTS``) with at least ``--min-per-concept`` yes and as many no targets: its
+  pixel threshold ``mask_threshold_by_concept``, the one whose masks best outline the class on the targets that
+  have it (gIoU on positives), and at that threshold the share ``presence_min_share_by_concept`` with the best
+  balanced presence accuracy. The assistant empties a mask of the concept under that share
+  (``rsvlm.decided.Turn.shows``), so "outline the trees" and "are there trees?" agree.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,49 +32,97 @@ import torch
 import yaml
 
 from rsvlm.atomic import write_text_atomic
+from rsvlm.presence import CONCEPTS
 from train.corpus import DEFAULT_RECIPE
 from train.heads import build_model, cap_per_source, scored_predictions
 from train.heads_data import collect_tiles, encode_items
 
 CANDIDATES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 
 
-def predicted_shares(model, corpus: Path, recipe: dict, split: str, cap: int, seed: int):
-    """``(predicted share, truth yes, concept)`` per class target of the split's tiles (targets between yes and no
-    left out)."""
+@dataclass
+class Scored:
+    """One class target: the decoder's probabilities and the truth on its scored pixels, and its concept."""
+
+    probability: np.ndarray
+    truth: np.ndarray
+    concept: str
+
+    @property
+    def yes(self) -> bool:
+        return bool(self.truth.any())
+
+
+def scored_targets(model, corpus: Path, recipe: dict, split: str, cap: int, seed: int) -> list[Scored]:
+    """Every class target of the split's tiles (targets between yes and no left out)."""
     from data_gen.tasks.regions import min_component_pixels
 
     tiles = cap_per_source(collect_tiles(corpus, recipe, {split}), cap, seed)
     items = encode_items(model, tiles, 1, seed)
     out = []
-    for _, target, truth, pred in scored_predictions(model, items, tiles):
+    for _, target, truth, logits in scored_predictions(model, items, tiles, logits=True, calibrated=False):
         positives = int(truth.sum())
         if truth.numel() == 0 or 0 < positives < min_component_pixels(*target.mask.shape):
             continue
-        out.append((float(pred.float().mean()), positives > 0, target.concept))
+        out.append(Scored(torch.sigmoid(logits).numpy(), truth.numpy(), target.concept))
     return out
 
 
-def best_share(pairs: list[tuple]) -> tuple[float, dict[float, float]]:
-    shares = np.array([p[0] for p in pairs])
-    truth = np.array([p[1] for p in pairs])
-    scores = {}
-    for c in CANDIDATES:
-        said = shares > c
-        tpr = said[truth].mean() if truth.any() else 0.0
-        tnr = (~said[~truth]).mean() if (~truth).any() else 0.0
-        scores[c] = float((tpr + tnr) / 2)
+def balanced_accuracy(shares: np.ndarray, truth: np.ndarray, share: float) -> float:
+    said = shares > share
+    tpr = said[truth].mean() if truth.any() else 0.0
+    tnr = (~said[~truth]).mean() if (~truth).any() else 0.0
+    return float((tpr + tnr) / 2)
+
+
+def best_share(targets: list[Scored], threshold: float = 0.5) -> tuple[float, dict[float, float]]:
+    """The share (of the mask at ``threshold``) with the best balanced presence accuracy, and every candidate's."""
+    shares = np.array([(t.probability > threshold).mean() for t in targets])
+    truth = np.array([t.yes for t in targets])
+    scores = {c: balanced_accuracy(shares, truth, c) for c in CANDIDATES}
     return max(scores, key=scores.get), scores
 
 
-def shares_by_concept(pairs: list[tuple], min_each: int) -> dict[str, tuple[float, dict[float, float]]]:
-    """``best_share`` per concept that has at least ``min_each`` yes and ``min_each`` no targets."""
+def giou(targets: list[Scored], threshold: float, share: float) -> float:
+    """Mean IoU of the masks at ``threshold``, a mask under ``share`` emptied (an empty target: 1 if empty too)."""
+    ious = []
+    for t in targets:
+        mask = t.probability > threshold
+        if mask.mean() <= share:
+            mask = np.zeros_like(mask)
+        union = (mask | t.truth).sum()
+        ious.append(1.0 if union == 0 else (mask & t.truth).sum() / union)
+    return float(np.mean(ious))
+
+
+@dataclass
+class ConceptCalibration:
+    threshold: float
+    share: float
+    presence_accuracy: float  # balanced, at (threshold, share)
+    giou: float
+    giou_uncalibrated: float  # threshold 0.5, no share
+
+
+def calibrate_concepts(targets: list[Scored], min_each: int) -> dict[str, ConceptCalibration]:
+    """``ConceptCalibration`` per concept of ``CONCEPTS`` with at least ``min_each`` yes and ``min_each`` no
+    targets."""
     out = {}
-    for concept in sorted({p[2] for p in pairs}):
-        group = [p for p in pairs if p[2] == concept]
-        yes = sum(p[1] for p in group)
-        if yes >= min_each and len(group) - yes >= min_each:
-            out[concept] = best_share(group)
+    for concept in sorted(CONCEPTS):
+        group = [t for t in targets if t.concept == concept]
+        yes = sum(t.yes for t in group)
+        if yes < min_each or len(group) - yes < min_each:
+            continue
+        # The threshold that outlines the thing best where it is there; then the share that says best whether it is.
+        positives = [t for t in group if t.yes]
+        threshold = max(
+            THRESHOLDS, key=lambda th: (giou(positives, th, 0.0), -abs(th - 0.5))
+        )  # ties: nearest 0.5
+        share, scores = best_share(group, threshold)
+        out[concept] = ConceptCalibration(
+            threshold, share, scores[share], giou(group, threshold, share), giou(group, 0.5, 0.0)
+        )
     return out
 
 
@@ -77,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default="out/corpus")
     p.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     p.add_argument("--split", default="validation")
-    p.add_argument("--cap", type=int, default=60, help="tiles per source")
+    p.add_argument("--cap", type=int, default=150, help="tiles per source")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-per-concept", type=int, default=15, help="yes and no targets a concept needs")
     p.add_argument("--dry-run", action="store_true", help="print the scores, change nothing")
@@ -85,29 +140,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         torch.set_num_threads(2)
         model = build_model(args.model)
-        pairs = predicted_shares(model, Path(args.corpus), yaml.safe_load(open(args.recipe)), args.split,
+        targets = scored_targets(model, Path(args.corpus), yaml.safe_load(open(args.recipe)), args.split,
                                  args.cap, args.seed)  # fmt: skip
-        if not pairs:
+        if not targets:
             raise ValueError(f"no class targets in the {args.split} split of {args.corpus}")
-        share, scores = best_share(pairs)
-        per_concept = shares_by_concept(pairs, args.min_per_concept)
+        share, scores = best_share(targets)
+        per_concept = calibrate_concepts(targets, args.min_per_concept)
     except (OSError, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    yes = sum(p[1] for p in pairs)
-    print(f"{len(pairs)} targets ({yes} yes, {len(pairs) - yes} no) in the {args.split} split")
+    yes = sum(t.yes for t in targets)
+    print(f"{len(targets)} targets ({yes} yes, {len(targets) - yes} no) in the {args.split} split")
     for c, s in scores.items():
         print(f"  share > {c:<7} balanced accuracy {s:.3f}{'  <- chosen' if c == share else ''}")
-    for concept, (c_share, c_scores) in per_concept.items():
-        print(f"  {concept:<9} share > {c_share:<7} balanced accuracy {c_scores[c_share]:.3f} "
-              f"(the global share: {c_scores[share]:.3f})")  # fmt: skip
+    for concept, cal in per_concept.items():
+        print(f"  {concept:<9} pixels > {cal.threshold:<4} share > {cal.share:<7} balanced accuracy "
+              f"{cal.presence_accuracy:.3f}, gIoU {cal.giou:.3f} (at 0.5 with no share: {cal.giou_uncalibrated:.3f})")  # fmt: skip
     if not args.dry_run:
         path = Path(args.model) / "config.json"
         config = json.loads(path.read_text())
         config["presence_min_share"] = share
-        config["presence_min_share_by_concept"] = {c: v[0] for c, v in per_concept.items()}
+        config["presence_min_share_by_concept"] = {c: cal.share for c, cal in per_concept.items()}
+        config["mask_threshold_by_concept"] = {c: cal.threshold for c, cal in per_concept.items()}
         write_text_atomic(path, json.dumps(config, indent=2) + "\n")
-        print(f"presence_min_share = {share} written to {path}")
+        print(f"presence_min_share = {share} and {len(per_concept)} concepts' thresholds written to {path}")
     return 0
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
+from rsvlm import presence
 from rsvlm.atomic import write_text_atomic
 from rsvlm.presence import CONCEPTS
 from train import checkpoint as ckpt
@@ -117,9 +118,20 @@ def context(model, items: HeadItems, i: int) -> tuple[torch.Tensor, ...]:
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-def scored_predictions(model, items: HeadItems, tiles: list[TileTargets], max_prompts: int | None = None):
+def scored_predictions(
+    model,
+    items: HeadItems,
+    tiles: list[TileTargets],
+    max_prompts: int | None = None,
+    *,
+    logits: bool = False,
+    calibrated: bool = True,
+):
     """``(item, target, truth, prediction)`` for every class target of every item, in batches of 32 prompts;
-    ``truth`` and ``prediction`` are bool tensors over the target's scored pixels only (padding, ignore left out)."""
+    ``truth`` and ``prediction`` are tensors over the target's scored pixels only (padding, ignore left out): the
+    prediction is the bool mask, or with ``logits`` the float logits. ``calibrated``: each phrase's logits shifted
+    to its concept's calibrated threshold, as the assistant reads them (``rsvlm.presence.calibrated_logits``; a
+    checkpoint without calibration is unchanged)."""
     processor = model.get_processor()
     jobs = [(i, t) for i in range(len(items.tile_index)) for t in tiles[items.tile_index[i]].targets]
     jobs = jobs[:max_prompts]
@@ -127,29 +139,38 @@ def scored_predictions(model, items: HeadItems, tiles: list[TileTargets], max_pr
     with torch.no_grad():
         for start in range(0, len(jobs), 32):
             chunk = jobs[start : start + 32]
-            logits = decode(model, items, [i for i, _ in chunk], [t.phrases[0] for _, t in chunk])
-            for (i, target), lg in zip(chunk, logits):
+            phrases = [t.phrases[0] for _, t in chunk]
+            out = decode(model, items, [i for i, _ in chunk], phrases).float()
+            if calibrated:
+                out = presence.calibrated_logits(out, phrases, model.config)
+            for (i, target), lg in zip(chunk, out):
                 tgt, w = item_target(items, tiles, processor, i, target)
                 scored = w > 0
-                yield i, target, tgt[scored] > 0.5, lg[scored] > 0
+                yield i, target, tgt[scored] > 0.5, lg[scored] if logits else lg[scored] > 0
 
 
-def evaluate(model, items: HeadItems, tiles: list[TileTargets], max_prompts: int = 4000) -> dict:
+def evaluate(
+    model, items: HeadItems, tiles: list[TileTargets], max_prompts: int = 4000, calibrated: bool = True
+) -> dict:
     """gIoU per concept and source, with the whole-image and empty-mask baselines and mask-presence accuracy.
 
     Per target: IoU over scored pixels, an empty target scoring 1 when the prediction is empty too (GRES's
     convention); ``skill`` = (gIoU - gIoU of the whole-image mask) / (1 - that), over positive targets.
+    ``calibrated`` scores masks as the assistant returns them: at the concept's calibrated threshold, and empty
+    under its calibrated share (``rsvlm.decided.Turn.shows``); presence is then that share's, else 0.2 %.
     """
     rows = defaultdict(list)  # (source, concept) -> [(positive, iou, iou_whole, predicted_any, pixel counts)]
-    for i, target, truth, pred in scored_predictions(model, items, tiles, max_prompts):
+    for i, target, truth, pred in scored_predictions(model, items, tiles, max_prompts, calibrated=calibrated):
+        share = presence.concept_min_share(target.phrases[0], model.config) if calibrated else None
+        present = bool(pred.sum() > (0.002 if share is None else share) * pred.numel())
+        if share is not None and not present:
+            pred = torch.zeros_like(pred)
         union = (truth | pred).sum().item()
         iou = 1.0 if union == 0 else (truth & pred).sum().item() / union
         whole = truth.float().mean().item() if truth.any() else 0.0
         tp = (truth & pred).sum().item()
         counts = (tp, pred.sum().item() - tp, truth.sum().item() - tp, truth.numel())
-        rows[(items.sources[i], target.concept)].append(
-            (bool(truth.any()), iou, whole, bool(pred.sum() > 0.002 * pred.numel()), counts)
-        )
+        rows[(items.sources[i], target.concept)].append((bool(truth.any()), iou, whole, present, counts))
     return summarise(rows)
 
 
@@ -330,7 +351,9 @@ def train(args) -> Path:
             )
             tick, seen = time.perf_counter(), 0
         if (step + 1) % args.eval_every == 0 or step + 1 == args.max_steps:
-            report = evaluate(model, val_items, val_tiles)
+            report = evaluate(
+                model, val_items, val_tiles, calibrated=False
+            )  # the calibration follows training
             model.train()
             state["history"].append({"step": step + 1, "val_score": round(report["score"], 5)})
             logger.info("step %d validation score %.4f %s", step + 1, report["score"],
@@ -364,9 +387,9 @@ def run_evaluation(args) -> dict:
         for t in tiles:
             t.image = np.repeat(np.clip(_luma(t.image), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
     items = encode_items(model, tiles, 1, args.seed)
-    report = evaluate(model, items, tiles, max_prompts=100_000)
+    report = evaluate(model, items, tiles, max_prompts=100_000, calibrated=not args.uncalibrated)
     report.update(split=args.split, panchromatic=bool(args.panchromatic), model=str(args.evaluate),
-                  tiles=summary(tiles))  # fmt: skip
+                  calibrated=not args.uncalibrated, tiles=summary(tiles))  # fmt: skip
     if args.report:
         write_text_atomic(Path(args.report), json.dumps(report, indent=1))
     return report
@@ -413,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--only", nargs="*", help="sources to score (default all)")
     p.add_argument("--panchromatic", action="store_true", help="score single-band renderings of the split")
+    p.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="score masks at probability 0.5 with no share, ignoring the checkpoint's calibration",
+    )
     p.add_argument("--report", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

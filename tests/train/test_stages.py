@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -216,23 +217,54 @@ def test_combine_takes_the_heads_of_stage_a_and_the_rest_of_stage_b(corpus, init
     assert json.loads((out / "config.json").read_text())["bce_weight"] == RSVLMConfig().bce_weight
 
 
+def _scored(share: float, yes: bool, concept: str = "water", inside: float = 0.9):
+    """A calibration target of 1,000 pixels whose first ``share`` of pixels have probability ``inside`` (the rest
+    0.05) and, for a yes, are the truth too."""
+    from train.calibrate import Scored
+
+    n = round(share * 1000)
+    probability = np.full(1000, 0.05, np.float32)
+    probability[:n] = inside
+    truth = np.zeros(1000, bool)
+    if yes:
+        truth[: max(n, 20)] = True
+    return Scored(probability, truth, concept)
+
+
 def test_calibration_picks_the_share_that_separates_yes_from_no():
     from train.calibrate import best_share
 
-    pairs = [(0.015, False)] * 20 + [(0.0, False)] * 20 + [(0.04, True)] * 30 + [(0.3, True)] * 10
-    share, scores = best_share(pairs)
+    targets = [_scored(0.015, False)] * 20 + [_scored(0.0, False)] * 20
+    targets += [_scored(0.04, True)] * 30 + [_scored(0.3, True)] * 10
+    share, scores = best_share(targets)
     assert share == 0.02 and scores[share] == 1.0 and scores[0.001] < 1.0
 
 
-def test_calibration_per_concept_where_each_has_enough_yes_and_no():
-    from train.calibrate import shares_by_concept
+def test_calibration_per_concept_picks_a_pixel_threshold_and_a_share():
+    from train.calibrate import calibrate_concepts
 
-    road = [(0.04, False, "road")] * 20 + [(0.1, True, "road")] * 20  # roads leave many stray pixels
-    water = [(0.0, False, "water")] * 20 + [(0.004, True, "water")] * 20
-    few = [(0.5, True, "tree")] * 3
-    shares = shares_by_concept(road + water + few, min_each=15)
-    assert sorted(shares) == ["road", "water"]
-    assert shares["road"][0] == 0.05 and shares["water"][0] in (0.0005, 0.001, 0.002)
+    # Roads leave many stray pixels; trees are found, but at probability 0.35 (unsure), so 0.5 finds none.
+    road = [_scored(0.04, False, "road")] * 20 + [_scored(0.1, True, "road")] * 20
+    tree = [_scored(0.0, False, "tree")] * 20 + [_scored(0.2, True, "tree", inside=0.35)] * 20
+    few = [_scored(0.5, True, "water")] * 3
+    calibrated = calibrate_concepts(road + tree + few, min_each=15)
+    assert sorted(calibrated) == ["road", "tree"]
+    assert calibrated["road"].share == 0.05 and calibrated["road"].threshold == 0.5  # ties keep 0.5
+    assert calibrated["tree"].threshold <= 0.3 and calibrated["tree"].giou == 1.0
+    assert calibrated["tree"].giou_uncalibrated == 0.5  # only the empty targets right at 0.5
+
+
+def test_calibrated_logits_move_each_phrases_threshold_to_zero():
+    from types import SimpleNamespace
+
+    from rsvlm import presence
+
+    config = SimpleNamespace(mask_threshold_by_concept={"tree": 0.3})
+    logits = torch.logit(torch.tensor([[0.35, 0.25], [0.35, 0.25]]))
+    shifted = presence.calibrated_logits(logits, ["the trees", "water"], config)
+    assert (shifted[0] > 0).tolist() == [True, False]  # trees at 0.3
+    assert torch.equal(shifted[1], logits[1])  # water: no threshold of its own, 0.5
+    assert presence.calibrated_logits(logits, ["a", "b"], SimpleNamespace()) is logits
 
 
 def test_presence_uses_the_concepts_share_then_the_global_one():
