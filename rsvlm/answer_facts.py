@@ -14,7 +14,10 @@ import numpy as np
 
 from rsvlm.grounding import Region
 
-_UNIT = r"(?:m²|m2|sq\.? ?m|square met(?:re|er)s?|ha|hectares?|km²|km2|square kilomet(?:re|er)s?|pixels?|px)"
+_UNIT = (
+    r"(?:m²|m2|sq\.? ?m|square met(?:re|er)s?|ha|hectares?|km²|km2|square kilomet(?:re|er)s?|pixels?|px"
+    r"|km|kilomet(?:re|er)s?|met(?:re|er)s?|m)"
+)
 _NUMBER = r"\d[\d,]*(?:\.\d+)?"
 _QUANTITY = re.compile(
     rf"\s*\(\s*{_NUMBER}\s?%\s*\)"  # "(34 %)"
@@ -23,14 +26,23 @@ _QUANTITY = re.compile(
     rf"|\b{_NUMBER}\s?{_UNIT}(?![A-Za-z])",  # "3,072 m²", "11,213 pixels"
     re.IGNORECASE,
 )
+# A count or other bare number the model wrote ("about 100 in this image", "There are 11 buildings"), with its hedge;
+# kept: years ("between 2009 and 2020"), "image 2" / "date 1", ordinals ("1st") and numbers inside words.
+_BARE_NUMBER = re.compile(
+    rf"(?:\b(?:about|around|approximately|roughly|nearly|almost|over|some)\s+|~\s*)?"
+    rf"(?<![\w.,])(?<!image )(?<!date )(?!(?:18|19|20|21)\d\d\b){_NUMBER}(?![\w%]|[.,]\d)",
+    re.IGNORECASE,
+)
 
 
 def strip_model_quantities(text: str) -> tuple[str, list[str]]:
-    """``text`` without the areas, shares and pixel counts the model wrote; returns the dropped pieces too."""
+    """``text`` without the areas, shares, pixel counts and counts the model wrote; returns the dropped pieces."""
     dropped = [m.group(0).strip() for m in _QUANTITY.finditer(text)]
+    cleaned = _QUANTITY.sub("", text)
+    dropped += [m.group(0).strip() for m in _BARE_NUMBER.finditer(cleaned)]
     if not dropped:
         return text, []
-    cleaned = _QUANTITY.sub("", text)
+    cleaned = _BARE_NUMBER.sub("", cleaned)
     cleaned = re.sub(r"[ \t]+", " ", cleaned)
     cleaned = re.sub(r" ([.,;:!?])", r"\1", cleaned)
     cleaned = re.sub(r"\(\s*\)", "", cleaned)

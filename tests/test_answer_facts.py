@@ -52,3 +52,17 @@ def test_the_number_in_the_text_is_the_regions_area(assistant):
     assert "50 %" not in answer.text and any("dropped 1 number" in w for w in answer.warnings)
     assert f"water: {format_area(region.area_m2)} (12 % of the image)." in answer.text
     assert answer.to_json()["regions"][0]["area_m2"] == round(region.area_m2, 2)
+
+
+@pytest.mark.parametrize(
+    "text, cleaned, dropped",
+    [
+        ("tree, about 100 in this image.", "tree, in this image.", ["about 100"]),
+        ("There are 11 buildings in this picture.", "There are buildings in this picture.", ["11"]),
+        ("Here are ~40 cars along a 3.5 m road.", "Here are cars along a road.", ["3.5 m", "~40"]),
+        ("Between 2009 and 2020 the field in image 2 changed.", None, []),  # years and image numbers stay
+        ("The 1st building.", None, []),
+    ],
+)
+def test_counts_and_lengths_the_model_wrote_are_removed_too(text, cleaned, dropped):
+    assert strip_model_quantities(text) == (text if cleaned is None else cleaned, dropped)
