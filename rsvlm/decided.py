@@ -196,8 +196,10 @@ def decide(
             regions = [region] if present else []
     if not (two_dates or overview):
         # A class mask under its concept's calibrated share is not there (Turn.shows), as a presence answer says.
-        hidden = [r for r in regions if not turn.shows(r)]
-        regions = [r for r in regions if turn.shows(r)]
+        shown, hidden = [], []
+        for region in regions:
+            (shown if turn.shows(region) else hidden).append(region)
+        regions = shown
         if hidden and not asked.has_element(regions, "mask"):
             text = f"None here: I find no {normalise_phrase(hidden[0].label) or hidden[0].label}."
     yes_no_question = presence.asks_yes_no(question)

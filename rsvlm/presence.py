@@ -63,28 +63,31 @@ def concept_of(phrases: list[str]) -> str:
     return "other"
 
 
+def _calibrated(phrase: str, config, name: str) -> float | None:
+    """The value ``train.calibrate`` wrote under ``name`` (a dict by concept) for ``phrase``'s concept, or None."""
+    value = (getattr(config, name, None) or {}).get(concept_of([phrase]))
+    return None if value is None else float(value)
+
+
 def min_share_for(phrase: str, config) -> float:
     """The calibrated share for this phrase's concept (``presence_min_share_by_concept``), else the checkpoint's
     ``presence_min_share``, else ``MIN_SHARE``."""
-    by_concept = getattr(config, "presence_min_share_by_concept", None) or {}
-    share = by_concept.get(concept_of([phrase]))
-    return float(share) if share is not None else float(getattr(config, "presence_min_share", MIN_SHARE))
+    share = concept_min_share(phrase, config)
+    return share if share is not None else float(getattr(config, "presence_min_share", MIN_SHARE))
 
 
 def concept_min_share(phrase: str, config) -> float | None:
     """The share calibrated for ``phrase``'s own concept (``presence_min_share_by_concept``), or None when its
     concept has none: a mask of such a phrase under it is "not there", as the presence answer says."""
-    share = (getattr(config, "presence_min_share_by_concept", None) or {}).get(concept_of([phrase]))
-    return None if share is None else float(share)
+    return _calibrated(phrase, config, "presence_min_share_by_concept")
 
 
 def mask_threshold_for(phrase: str, config) -> float:
     """The probability above which a pixel is in ``phrase``'s mask: calibrated for its concept on the validation
     split (``mask_threshold_by_concept``, ``train.calibrate``), else 0.5. A decoder trained on few tree tiles is
     unsure of trees (their best threshold is lower), not of water."""
-    by_concept = getattr(config, "mask_threshold_by_concept", None) or {}
-    threshold = by_concept.get(concept_of([phrase]))
-    return float(threshold) if threshold is not None else 0.5
+    threshold = _calibrated(phrase, config, "mask_threshold_by_concept")
+    return threshold if threshold is not None else 0.5
 
 
 def calibrated_logits(logits: torch.Tensor, phrases: list[str | None], config) -> torch.Tensor:

@@ -353,17 +353,26 @@ def test_new_date_labels_relabel_the_conversation_on_the_same_images(assistant):
     assert session.encode_count == 1  # the features of the pair stayed cached
 
 
+@contextlib.contextmanager
+def _calibration(assistant, **values):
+    """The checkpoint's config carries these calibration values for the duration of a test."""
+    for name, value in values.items():
+        setattr(assistant.model.config, name, value)
+    try:
+        yield
+    finally:
+        for name in values:
+            delattr(assistant.model.config, name)
+
+
 def test_a_calibrated_presence_share_in_the_config_is_used(assistant):
     size = assistant.image_size
     decoded = np.zeros((size, size), bool)
     decoded[:1, : size // 2] = True  # under 1 % of the image: a few stray pixels
     prompts: list[str] = []
     _two_answers(assistant, "Yes.", "water</p> [SEG]", decoded, prompts)
-    assistant.model.config.presence_min_share = 0.03
-    try:
+    with _calibration(assistant, presence_min_share=0.03):
         answer = assistant.session().ask("Is there any water in this image?", images=[NAIP_2020])
-    finally:
-        del assistant.model.config.presence_min_share
     assert answer.text.startswith("No: no water found.")
 
 
@@ -509,18 +518,6 @@ def test_a_grounded_caption_without_masks_is_built_from_the_land_covers_the_deco
     assert answer.text.startswith("This scene contains water and roads.")
     assert asked.asks_grounded_caption("Please produce a grounded conversation-style caption.")
     assert not asked.asks_grounded_caption("Describe this image.")
-
-
-@contextlib.contextmanager
-def _calibration(assistant, **values):
-    """The checkpoint's config carries these calibration values for the duration of a test."""
-    for name, value in values.items():
-        setattr(assistant.model.config, name, value)
-    try:
-        yield
-    finally:
-        for name in values:
-            delattr(assistant.model.config, name)
 
 
 @pytest.mark.parametrize("share, kept", [(0.05, False), (0.005, True)])

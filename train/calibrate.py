@@ -116,9 +116,8 @@ def calibrate_concepts(targets: list[Scored], min_each: int) -> dict[str, Concep
             continue
         # The threshold that outlines the thing best where it is there; then the share that says best whether it is.
         positives = [t for t in group if t.yes]
-        threshold = max(
-            THRESHOLDS, key=lambda th: (giou(positives, th, 0.0), -abs(th - 0.5))
-        )  # ties: nearest 0.5
+        # A tie keeps the threshold nearest 0.5.
+        threshold = max(THRESHOLDS, key=lambda th: (giou(positives, th, 0.0), -abs(th - 0.5)))
         share, scores = best_share(group, threshold)
         out[concept] = ConceptCalibration(
             threshold, share, scores[share], giou(group, threshold, share), giou(group, 0.5, 0.0)

@@ -351,9 +351,8 @@ def train(args) -> Path:
             )
             tick, seen = time.perf_counter(), 0
         if (step + 1) % args.eval_every == 0 or step + 1 == args.max_steps:
-            report = evaluate(
-                model, val_items, val_tiles, calibrated=False
-            )  # the calibration follows training
+            # Uncalibrated: the calibration is chosen after training, on this checkpoint.
+            report = evaluate(model, val_items, val_tiles, calibrated=False)
             model.train()
             state["history"].append({"step": step + 1, "val_score": round(report["score"], 5)})
             logger.info("step %d validation score %.4f %s", step + 1, report["score"],
