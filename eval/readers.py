@@ -254,8 +254,10 @@ def _user_question(text: str) -> str:
 
 def read_gen(path: str | Path, images: str | Path | None = None, split: str | None = None) -> list[Record]:
     """An instruction set written by ``rsvlm gen`` (parquet; a folder of them is read whole). The first
-    question / answer pair of each row becomes a record; its images and target masks are written as PNGs to
-    ``images`` (default: a ``.eval_inputs`` folder next to the data), because the assistant reads files."""
+    question / answer pair of each row becomes a record; its images and target masks are written to ``images``
+    (default: a ``.eval_inputs`` folder next to the data), because the assistant reads files. A row with a CRS and
+    a transform gets its images as GeoTIFFs on that grid, as a user's file would be (the assistant then knows the
+    ground sample distance and answers in m²); the others, and every mask, as PNGs."""
     from datasets import load_dataset
 
     root = Path(path)
@@ -274,9 +276,7 @@ def read_gen(path: str | Path, images: str | Path | None = None, split: str | No
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", rid)
         image_paths = []
         for k, img in enumerate(row["images"]):
-            p = cache / f"{safe}_{k}.png"
-            img.convert("RGB").save(p)
-            image_paths.append(str(p))
+            image_paths.append(str(_write_gen_image(img.convert("RGB"), cache / f"{safe}_{k}", row)))
         width, height = row["images"][0].size
         mask_paths = []
         # Only the first answer is scored, so only its own [SEG] masks (the first ones) are its references: a
@@ -291,6 +291,25 @@ def read_gen(path: str | Path, images: str | Path | None = None, split: str | No
             )
         )
     return records
+
+
+def _write_gen_image(image, stem: Path, row: dict) -> Path:
+    """``stem``.tif on the row's grid when it has a CRS and a 6-number transform, else ``stem``.png."""
+    crs, transform = row.get("crs"), row.get("transform")
+    if not crs or transform is None or len(transform) != 6:
+        path = stem.with_suffix(".png")
+        image.save(path)
+        return path
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    path = stem.with_suffix(".tif")
+    pixels = np.asarray(image).transpose(2, 0, 1)  # [3, H, W]
+    profile = dict(driver="GTiff", count=3, height=pixels.shape[1], width=pixels.shape[2], dtype="uint8")
+    with rasterio.open(path, "w", crs=crs, transform=Affine(*transform), photometric="RGB", **profile) as dst:
+        dst.write(pixels)
+    return path
 
 
 def _gen_record(

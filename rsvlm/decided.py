@@ -57,10 +57,15 @@ class Turn:
         return [np.asarray(torch.sigmoid(lg).cpu()) for lg in logits]
 
     def objects_mask(self, phrase: str) -> Region:
-        """The mask (source pixels) of ``phrase`` with touching objects cut apart (``rsvlm.instances``): one patch
-        per object, for counting them."""
+        """The mask (source pixels) of ``phrase`` with touching objects cut apart and objects too small to be one
+        left out (``rsvlm.instances``): one patch per object, for counting them."""
         (probability,) = self.probabilities([phrase])
-        return self.on_source(Region(label=phrase, mask=instances.separate(probability)))
+        # Metres per pixel of the image read; a model pixel is 1 / scale of its pixels.
+        source_gsd = self.reference.gsd
+        model_gsd = source_gsd / self.meta.scale if source_gsd else None
+        min_pixels = instances.min_object_pixels(presence.concept_of([phrase]), model_gsd)
+        objects = instances.separate(probability, min_pixels=min_pixels)
+        return self.on_source(Region(label=phrase, mask=objects))
 
     def shows(self, region: Region) -> bool:
         """Whether a mask of a calibrated concept covers its concept's share (``presence.concept_min_share``), so

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rsvlm.answer_facts import count_patches
-from rsvlm.instances import separate
+from rsvlm.instances import MIN_OBJECT_M2, min_object_pixels, separate
 
 
 def two_touching_houses(size: int = 64) -> np.ndarray:
@@ -40,3 +40,17 @@ def test_objects_at_opposite_borders_are_not_cut_by_each_other():
     p[:, -6:] = 0.9
     objects = separate(p)
     assert count_patches(objects) == 2 and objects.sum() == (p > 0.5).sum()
+
+
+def test_pieces_smaller_than_the_concepts_smallest_object_are_not_objects_where_the_gsd_is_known():
+    p = two_touching_houses()
+    p[40:44, 40:44] = 0.95  # a 16-pixel piece of roof: 0.09 m² at 7.5 cm, 16 m² at 1 m
+    assert count_patches(separate(p)) == 3
+    fine = min_object_pixels("building", 0.075)
+    assert fine == int(np.ceil(MIN_OBJECT_M2["building"] / 0.075**2))
+    assert count_patches(separate(p, min_pixels=fine)) == 0  # the 20x20 houses are 2.25 m² each: pieces too
+    coarse = min_object_pixels("building", 1.0)
+    assert count_patches(separate(p, min_pixels=coarse)) == 3
+    assert count_patches(separate(p, min_pixels=min_object_pixels("building", 0.5))) == 2
+    assert min_object_pixels("building", None) == 0 and min_object_pixels("water", 0.075) == 0
+    assert min_object_pixels("building", float("nan")) == 0

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from PIL import Image
 
 from eval.readers import BenchmarkError, Record, read_benchmark, read_voc
@@ -149,6 +150,9 @@ def test_gen_parquet_rows_become_records_by_what_their_answer_holds(tmp_path):
         {"role": "assistant", "content": "<p>field</p> [SEG]"},
     ]
     rows.append(later)
+    georeferenced = row("geo", "vqa", "<image>\nIs there water?", "No.")  # a user's file would be a GeoTIFF
+    georeferenced.update(crs="EPSG:32633", transform=[0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0], gsd=0.5)
+    rows.append(georeferenced)
     out = tmp_path / "data"
     out.mkdir()
     datasets.Dataset.from_list(rows, features=features()).to_parquet(str(out / "test-0.parquet"))
@@ -162,7 +166,12 @@ def test_gen_parquet_rows_become_records_by_what_their_answer_holds(tmp_path):
         "b": "change_binary",
         "m": "change_mask",
         "y": "vqa",
+        "geo": "vqa",
     }
+    assert records["v"].images[0].endswith(".png")
+    with rasterio.open(records["geo"].images[0]) as tif:
+        assert tif.crs.to_epsg() == 32633 and tif.transform.a == 0.5 and tif.transform.c == 500000.0
+        np.testing.assert_array_equal(tif.read().transpose(1, 2, 0), image)
     assert records["g/1"].box == [0, 32, 16, 64] and records["g/1"].question == "Where is the pond?"
     assert records["b"].answer is False and len(records["b"].images) == 2
     assert records["b"].question == "Did it change?"
