@@ -8,6 +8,8 @@ model's turn the assistant asks the mask decoder, which does read the image, and
   (``rsvlm.presence``); two dates keep the model's yes or no;
 - "How many buildings?": the patches of the mask of the question's own noun (``rsvlm.answer_facts``);
 - "the second largest patch of bare land in the bottom left": that one patch (``rsvlm.referring``);
+- "Where could a boat be launched?": the mask an affordance builds from the concepts it reads
+  (``rsvlm.affordances``), whatever phrase the model named;
 - a grounded caption with no mask: the common land covers the decoder finds (``rsvlm.asked.VOCABULARY``);
 - a mask, boxes, oriented boxes or a place asked for and missing: cut from a mask (``rsvlm.asked``);
 - a yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
@@ -24,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsvlm import asked, geo, instances, presence, referring
-from rsvlm.answer_facts import count_patches
+from rsvlm import affordances, asked, geo, instances, presence, referring
+from rsvlm.answer_facts import count_patches, speck_pixels
 from rsvlm.grounding import GRID, Box, OrientedBox, Region, normalise_phrase
 from rsvlm.placement import to_source
 
@@ -132,6 +134,30 @@ class Turn:
         patch = referring.select(mask, expression, fraction)
         return None if patch is None else self.on_source(Region(label=expression.noun, mask=patch))
 
+    def afforded(self, affordance: affordances.Affordance) -> tuple[list[Region], str]:
+        """The regions and text of a reasoning question (``rsvlm.affordances``): the concepts it reads, decoded in
+        one pass (a concept under its share is not there), and the affordance's mask built from theirs."""
+        config = self.assistant.model.config
+        concepts = affordance.concepts
+        phrases = [affordances.CONCEPT_PHRASES[c] for c in concepts]
+        rows, cols = self.meta.resized_height, self.meta.resized_width  # the image's part of the model square
+        there = {}
+        for concept, phrase, mask in zip(concepts, phrases, self.decode(phrases)):
+            share = float(mask[:rows, :cols].mean())
+            if share >= presence.min_share_for(phrase, config):
+                there[concept] = mask
+        missing = affordance.missing(there)
+        if missing:
+            words = [" or ".join(affordances.CONCEPT_PHRASES[c] for c in group) for group in missing]
+            return [], f"None here: I find no {', and no '.join(words)}."
+        source_gsd = self.reference.gsd
+        px_per_m = self.meta.scale / source_gsd if source_gsd else 0.0
+        mask = affordance.select(there, px_per_m)
+        region = self.on_source(Region(label=affordance.phrase, mask=mask))
+        if int(region.mask.sum()) < speck_pixels(region.mask.shape):  # a thin water's edge is an answer
+            return [], f"None here: I find no {affordance.phrase.removeprefix('the ')}."
+        return [region], f"Here it is: {affordance.because}."
+
     def grounded_regions(self) -> list[Region]:
         """The masks of ``asked.VOCABULARY`` that cover at least ``asked.GROUNDED_MIN_SHARE`` of the valid pixels,
         largest first, at most ``asked.GROUNDED_MAX`` (one decoder pass for all the phrases)."""
@@ -211,7 +237,17 @@ def decide(
     counting = asked.asks_count(question) and not yes_no_question
     wanted = asked.element(question) or ("mask" if counting else None)
     counted = picked = None
-    if counting and not overview and asked.count_subject(question):
+    affordance = None if (two_dates or overview or counting) else affordances.asked_for(question)
+    if affordance is not None:
+        # "Where could a boat be launched?": the affordance's mask from the concepts it reads, not the model's
+        # phrase (a 135M LLM names "the area" there); the yes of "Is there a strip where a plane could land?"
+        # is whether that mask has anything.
+        regions, text = turn.afforded(affordance)
+        if regions and wanted in ("box", "obb"):
+            regions = turn.shapes(regions[0], wanted, asked.wants_every(question))
+        if yes_no_question:
+            text = f"{'Yes' if regions else 'No'}. {text}"
+    elif counting and not overview and asked.count_subject(question):
         # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase;
         # buildings are objects, so touching ones are cut apart first (land covers are counted as patches).
         subject = asked.count_subject(question)
@@ -229,6 +265,8 @@ def decide(
         # (rsvlm.referring), as a mask or cut into the box asked for.
         regions = [picked] if wanted in ("mask", "place") else turn.shapes(picked, wanted, False)
         text = "Here it is."
+    elif affordance is not None:
+        pass  # decided above, whatever element it has
     elif (
         asked.asks_grounded_caption(question)
         and not two_dates

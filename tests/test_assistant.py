@@ -545,3 +545,39 @@ def test_a_concepts_calibrated_pixel_threshold_decides_its_mask(assistant, thres
     with _calibration(assistant, **calibration):
         answer = assistant.session().ask("Is there any forest?", images=[NAIP_2020])
     assert answer.text.startswith(expected)
+
+
+def _decoder_of(assistant, masks_by_phrase: dict[str, np.ndarray], prompts: list[str]):
+    """The decoder gives each phrase its mask in ``masks_by_phrase`` (model-input pixels), others nothing."""
+    size = assistant.image_size
+
+    def decode_masks(seg_hidden, sample_index, features, phrases):
+        prompts.append(f"decode {phrases}")
+        empty = np.zeros((size, size), bool)
+        masks = np.stack([masks_by_phrase.get(p, empty) for p in phrases])
+        return torch.where(torch.as_tensor(masks), 10.0, -10.0)
+
+    assistant.model.decode_masks = decode_masks
+
+
+def test_a_reasoning_question_is_answered_by_the_affordance_mask_not_the_models_phrase(assistant):
+    size = assistant.image_size
+    water = np.zeros((size, size), bool)
+    water[:, : size // 2] = True
+    road = np.zeros((size, size), bool)
+    road[:20, size // 2 :] = True  # beside the water: at 10 m a model pixel, "within 3 m" is 1 pixel
+    prompts: list[str] = []
+    scripted(assistant, "<p>bouldaber</p> [SEG]", masks=[np.ones((size, size), bool)])
+    _decoder_of(assistant, {"water": water, "roads": road}, prompts)
+    answer = assistant.session().ask("Where could a boat be launched?", images=[NAIP_2020])
+    assert prompts[-1] == "decode ['water', 'roads', 'bare land', 'grass']"
+    assert answer.text.startswith("Here it is: it is water that touches a road or open ground.")
+    (edge,) = answer.regions
+    assert edge.label == "the water's edge next to accessible land"
+    rows, cols = np.nonzero(edge.mask)  # source pixels are 2x the model's
+    assert rows.max() < 2 * 21 and cols.min() >= 2 * (size // 2 - 1) and cols.max() < size
+    # No trees decoded: shade is "none here", with no region, and a yes/no form of it says no.
+    answer = assistant.session().ask("Where is there natural shade?", images=[NAIP_2020])
+    assert answer.text.startswith("None here: I find no trees.") and not answer.regions
+    answer = assistant.session().ask("Is there any shade where a hiker could rest?", images=[NAIP_2020])
+    assert answer.text.startswith("No.") and not answer.regions

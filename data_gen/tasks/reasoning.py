@@ -2,7 +2,7 @@
 
 Each rule names the concepts it needs (water, road, tree, ...), a few core questions, and how to build the answer
 mask from the concept masks ("where could a boat be launched" -> water within a few metres of a road or open
-ground). Taxonomy classes map to concepts by their names and synonyms, so the table works for any preset or custom
+ground); the mask functions are ``rsvlm.affordances``', which the assistant answers such questions with. Taxonomy classes map to concepts by their names and synonyms, so the table works for any preset or custom
 taxonomy. When a needed concept is absent, or the rule selects nothing, the answer says "none here" and why.
 """
 
@@ -17,6 +17,15 @@ import numpy as np
 from data_gen.tasks import phrasing, regions
 from data_gen.tasks.builder import SampleBuilder
 from data_gen.tile import Sample, Tile
+from rsvlm.affordances import (
+    airstrip,
+    boat_launch,
+    build_homes,
+    buildings_at_risk,
+    flood_fields,
+    heat,
+    shade,
+)
 
 # Concept -> substrings of class names/synonyms; the first concept that matches a class wins.
 CONCEPTS: dict[str, tuple[str, ...]] = {
@@ -74,66 +83,6 @@ class Rule:
     because: str  # why, for the answer text
 
 
-def _union(masks: dict[str, np.ndarray], *names: str) -> np.ndarray:
-    shape = next(iter(masks.values())).shape
-    out = np.zeros(shape, dtype=bool)
-    for n in names:
-        if n in masks:
-            out |= masks[n]
-    return out
-
-
-def _metres(px_per_m: float, metres: float, default_px: int) -> int:
-    return max(1, int(round(metres * px_per_m))) if px_per_m > 0 else default_px
-
-
-def _boat(m: dict[str, np.ndarray], ppm: float) -> np.ndarray:
-    land = _union(m, "road", "barren", "grass")
-    return m["water"] & regions.near(land, _metres(ppm, 3.0, 4))
-
-
-def _flood(m: dict[str, np.ndarray], ppm: float) -> np.ndarray:
-    lab, ids, _ = regions.components(m["agriculture"], 1)
-    close = regions.near(m["water"], _metres(ppm, 30.0, 20))
-    hit = np.unique(lab[close & m["agriculture"]])
-    return np.isin(lab, hit[hit > 0])
-
-
-def _buildings_at_risk(m: dict[str, np.ndarray], ppm: float) -> np.ndarray:
-    lab, _, _ = regions.components(m["building"], 1)
-    close = regions.near(m["water"], _metres(ppm, 20.0, 15))
-    hit = np.unique(lab[close & m["building"]])
-    return np.isin(lab, hit[hit > 0])
-
-
-def _shade(m: dict[str, np.ndarray], ppm: float) -> np.ndarray:
-    return m["tree"].copy()
-
-
-def _heat(m: dict[str, np.ndarray], ppm: float) -> np.ndarray:
-    return _union(m, "building", "road")
-
-
-def _airstrip(m: dict[str, np.ndarray], ppm: float) -> np.ndarray:
-    """Open components whose minimum-area rectangle is long (>= 40 % of the tile) and well filled (straight)."""
-    open_ground = _union(m, "road", "barren", "grass")
-    h, w = open_ground.shape
-    lab, ids, counts = regions.components(open_ground, max(16, h * w // 2000))
-    out = np.zeros_like(open_ground)
-    for i, n in zip(ids[:12], counts[:12]):
-        comp = lab == i
-        obb = regions.grid_obb(comp)  # grid units, ~ tile fraction x 1000
-        fill = n / max(obb.w * obb.h * h * w / 1e6, 1.0)
-        if obb.w >= 400 and fill >= 0.6 and obb.w >= 4 * obb.h:
-            out |= comp
-    return out
-
-
-def _build_homes(m: dict[str, np.ndarray], ppm: float) -> np.ndarray:
-    open_ground = _union(m, "barren", "grass")
-    return open_ground & ~regions.near(m.get("water", np.zeros_like(open_ground)), _metres(ppm, 30.0, 20))
-
-
 RULES: tuple[Rule, ...] = (
     Rule(
         "boat_launch",
@@ -146,7 +95,7 @@ RULES: tuple[Rule, ...] = (
             "Where is the water accessible from land for launching a boat?",
         ),
         "the water's edge next to accessible land",
-        _boat,
+        boat_launch,
         "it is water that touches a road or open ground",
     ),
     Rule(
@@ -160,7 +109,7 @@ RULES: tuple[Rule, ...] = (
             "Which cultivated areas lie close enough to the water to flood?",
         ),
         "the fields near the water",
-        _flood,
+        flood_fields,
         "these fields lie within about 30 m of water",
     ),
     Rule(
@@ -174,7 +123,7 @@ RULES: tuple[Rule, ...] = (
             "Which structures are near enough to the water to be flooded?",
         ),
         "the buildings close to the water",
-        _buildings_at_risk,
+        buildings_at_risk,
         "these buildings stand within about 20 m of water",
     ),
     Rule(
@@ -188,7 +137,7 @@ RULES: tuple[Rule, ...] = (
             "Which areas would stay coolest on a sunny day?",
         ),
         "the trees",
-        _shade,
+        shade,
         "trees give shade",
     ),
     Rule(
@@ -202,7 +151,7 @@ RULES: tuple[Rule, ...] = (
             "Where would the ground be hottest on a sunny day?",
         ),
         "the roofs and paved surfaces",
-        _heat,
+        heat,
         "roofs and pavement absorb and store heat",
     ),
     Rule(
@@ -216,7 +165,7 @@ RULES: tuple[Rule, ...] = (
             "Where could a microlight land here?",
         ),
         "the long straight open strip",
-        _airstrip,
+        airstrip,
         "it is open ground, long and straight",
     ),
     Rule(
@@ -230,7 +179,7 @@ RULES: tuple[Rule, ...] = (
             "Where is there open land suitable for new buildings?",
         ),
         "the open land away from the water",
-        _build_homes,
+        build_homes,
         "it is open ground more than about 30 m from water",
     ),
 )
