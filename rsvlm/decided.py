@@ -62,12 +62,15 @@ class Turn:
         """The mask (source pixels) of ``phrase`` with touching objects cut apart and objects too small to be one
         left out (``rsvlm.instances``): one patch per object, for counting them."""
         (probability,) = self.probabilities([phrase])
-        # Metres per pixel of the image read; a model pixel is 1 / scale of its pixels.
-        source_gsd = self.reference.gsd
-        model_gsd = source_gsd / self.meta.scale if source_gsd else None
-        min_pixels = instances.min_object_pixels(presence.concept_of([phrase]), model_gsd)
+        min_pixels = instances.min_object_pixels(presence.concept_of([phrase]), self.model_gsd)
         objects = instances.separate(probability, min_pixels=min_pixels)
         return self.on_source(Region(label=phrase, mask=objects))
+
+    @property
+    def model_gsd(self) -> float | None:
+        """Metres per model-input pixel (a model pixel is 1 / scale of the read image's), None without a CRS."""
+        source_gsd = self.reference.gsd
+        return source_gsd / self.meta.scale if source_gsd else None
 
     def shows(self, region: Region) -> bool:
         """Whether a mask of a calibrated concept covers its concept's share (``presence.concept_min_share``), so
@@ -143,16 +146,14 @@ class Turn:
         rows, cols = self.meta.resized_height, self.meta.resized_width  # the image's part of the model square
         there = {}
         for concept, phrase, mask in zip(concepts, phrases, self.decode(phrases)):
-            share = float(mask[:rows, :cols].mean())
-            if share >= presence.min_share_for(phrase, config):
+            pixels = int(mask[:rows, :cols].sum())
+            if presence.is_present(pixels, rows * cols, presence.min_share_for(phrase, config)):
                 there[concept] = mask
         missing = affordance.missing(there)
         if missing:
             words = [" or ".join(affordances.CONCEPT_PHRASES[c] for c in group) for group in missing]
             return [], f"None here: I find no {', and no '.join(words)}."
-        source_gsd = self.reference.gsd
-        px_per_m = self.meta.scale / source_gsd if source_gsd else 0.0
-        mask = affordance.select(there, px_per_m)
+        mask = affordance.select(there, 1.0 / self.model_gsd if self.model_gsd else 0.0)
         region = self.on_source(Region(label=affordance.phrase, mask=mask))
         if int(region.mask.sum()) < speck_pixels(region.mask.shape):  # a thin water's edge is an answer
             return [], f"None here: I find no {affordance.phrase.removeprefix('the ')}."
@@ -238,6 +239,19 @@ def decide(
     wanted = asked.element(question) or ("mask" if counting else None)
     counted = picked = None
     affordance = None if (two_dates or overview or counting) else affordances.asked_for(question)
+    if counting and not overview and asked.count_subject(question):
+        # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase;
+        # buildings are objects, so touching ones are cut apart first (land covers are counted as patches).
+        subject = asked.count_subject(question)
+        objects = presence.concept_of([subject]) == "building"
+        counted = turn.objects_mask(subject) if objects else turn.phrase_mask(subject)
+    elif (
+        affordance is None
+        and wanted
+        and not (two_dates or yes_no_question or overview or asked.wants_every(question))
+    ):
+        expression = referring.parse(question)
+        picked = expression and turn.referred_patch(expression)
     if affordance is not None:
         # "Where could a boat be launched?": the affordance's mask from the concepts it reads, not the model's
         # phrase (a 135M LLM names "the area" there); the yes of "Is there a strip where a plane could land?"
@@ -247,16 +261,7 @@ def decide(
             regions = turn.shapes(regions[0], wanted, asked.wants_every(question))
         if yes_no_question:
             text = f"{'Yes' if regions else 'No'}. {text}"
-    elif counting and not overview and asked.count_subject(question):
-        # "How many buildings?": the question's own noun prompts the decoder, whatever the model's phrase;
-        # buildings are objects, so touching ones are cut apart first (land covers are counted as patches).
-        subject = asked.count_subject(question)
-        objects = presence.concept_of([subject]) == "building"
-        counted = turn.objects_mask(subject) if objects else turn.phrase_mask(subject)
-    elif wanted and not (two_dates or yes_no_question or overview or asked.wants_every(question)):
-        expression = referring.parse(question)
-        picked = expression and turn.referred_patch(expression)
-    if counted is not None:
+    elif counted is not None:
         n = count_patches(counted.mask) if turn.shows(counted) else 0
         regions = [counted] if n else []  # specks alone are not a patch: no region beside "No X found."
         text = asked.count_text(n, normalise_phrase(counted.label) or counted.label)
@@ -265,8 +270,6 @@ def decide(
         # (rsvlm.referring), as a mask or cut into the box asked for.
         regions = [picked] if wanted in ("mask", "place") else turn.shapes(picked, wanted, False)
         text = "Here it is."
-    elif affordance is not None:
-        pass  # decided above, whatever element it has
     elif (
         asked.asks_grounded_caption(question)
         and not two_dates

@@ -15,6 +15,7 @@ import numpy as np
 from data_gen.tasks import phrasing, regions
 from data_gen.tasks.builder import SampleBuilder, cls_where
 from data_gen.tile import Sample, Tile
+from rsvlm.affordances import near
 
 MAX_BOXES = 10
 _RANKS = ("largest", "second largest", "third largest", "fourth largest", "fifth largest")
@@ -79,7 +80,7 @@ def _neighbour(a: regions.Analysis, comp: regions.Component) -> str | None:
     m = 4
     r0, r1, c0, c1 = max(0, y1 - m), min(a.height, y2 + m), max(0, x1 - m), min(a.width, x2 + m)
     crop = comp.mask[r0:r1, c0:c1]
-    ring = regions.near(crop, 3) & ~crop
+    ring = near(crop, 3) & ~crop
     values = a.tile.labels[r0:r1, c0:c1][ring]
     if values.size == 0:
         return None

@@ -130,13 +130,6 @@ def min_component_pixels(height: int, width: int) -> int:
     return max(4, int(round(0.0002 * height * width)))
 
 
-def near(mask: np.ndarray, distance: int) -> np.ndarray:
-    """Pixels within ``distance`` (chessboard) of ``mask``."""
-    if distance <= 0 or not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_cdt(~mask, metric="chessboard") <= distance
-
-
 def tight_pixel_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(x1, y1, x2, y2) pixel edges of the mask's tight box (x2, y2 exclusive)."""
     rows = np.flatnonzero(mask.any(axis=1))
