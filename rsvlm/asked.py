@@ -117,6 +117,29 @@ _EVERY_SUBJECT = re.compile(
 )
 
 
+# A whole question that only asks where a class is: "Outline the buildings.", "Segment all the water in this image",
+# "Where are the trees?", "Show me the roads." (no rank, cell, count, box or relation: those go elsewhere).
+_CLASS_REQUEST = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:can|could|would)\s+you\s+(?:please\s+)?)?"
+    r"(?:(?:outline|segment|highlight|delineate|mask|mark|locate|show(?:\s+me)?)\s+"
+    r"|where\s+(?:is|are)\s+)"
+    r"(?:(?:all|every|each|any)\s+(?:of\s+)?)?(?:the\s+)?(?P<noun>[a-z][a-z -]*?)"
+    r"(?:\s+(?:in|on)\s+(?:this|the)\s+(?:image|scene|picture|photo|tile))?"
+    r"(?:\s+(?:with|as)\s+(?:a\s+)?masks?)?(?:\s+please)?\s*[.!?]*\s*$",
+    re.IGNORECASE,
+)
+
+
+def class_request(question: str) -> str | None:
+    """The noun of a question that only asks to see where a class is, in its own words ("Outline the buildings."
+    -> "buildings"), or None for anything more (a rank, a place in the image, a count, boxes, a yes/no)."""
+    match = _CLASS_REQUEST.match(question)
+    if match is None or element(question) not in ("mask", "place"):
+        return None
+    noun = match.group("noun").strip().lower()
+    return None if noun in {"", "them", "it", "these", "those", "things", "objects"} else noun
+
+
 def every_subject(question: str) -> str | None:
     """What a request for every instance of a class names, in its own words: "Mark every patch of bare ground
     with a mask." -> "bare ground", "Find all buildings and segment them." -> "buildings"."""

@@ -31,6 +31,7 @@ import torch
 from rsvlm import decided, geo, presence, scene
 from rsvlm.answer_facts import mask_pixels, measured_facts, strip_model_quantities
 from rsvlm.grounding import (
+    SEG_TOKEN,
     Region,
     attach_masks,
     format_single_image_prompt,
@@ -422,40 +423,52 @@ class Session:
             user_text = format_single_image_prompt(question)
         conversation = [*history, {"role": "user", "content": user_text}]
         inputs = processor.prompt_for_generation(conversation)
-        with assistant.lock, assistant.inference():
-            result = assistant.model.generate(
-                input_ids=inputs["input_ids"].to(assistant.model.device),
-                attention_mask=inputs["attention_mask"].to(assistant.model.device),
-                image_features=features,
-                max_new_tokens=max_new_tokens,
-                streamer=streamer,
-                stop_loops=True,
-            )
-        raw = processor.decode(result.sequences[0])
-        parsed = parse_answer(raw)
-        masks = []
-        if result.masks and result.masks[0] is not None and len(result.masks[0]):
-            # Each [SEG]'s mask at its phrase's calibrated threshold (rsvlm.presence.mask_threshold_for).
-            phrases = {r.seg_index: r.label for r in parsed.regions if r.seg_index is not None}
-            logits = presence.calibrated_logits(
-                result.masks[0].float(),
-                [phrases.get(k) for k in range(len(result.masks[0]))],
-                assistant.model.config,
-            )
-            masks = [np.asarray((m > 0).cpu()) for m in logits]
-        attach_masks(parsed, masks)
-        warnings.extend(parsed.warnings)
-        if remember:
-            self.history = [*conversation, {"role": "assistant", "content": raw}]
-
         reference = images[-1] if len(images) == 2 else images[0]
         meta = metas[-1] if len(images) == 2 else metas[0]
-        regions = [to_source(region, reference, meta, warnings) for region in parsed.regions]
-        text = _model_text(parsed.text, warnings)
         valid = int(reference.valid.sum()) if reference.valid is not None else None
         valid = valid or int(np.prod(reference.data.shape[1:]))
         turn = decided.Turn(assistant, inputs["input_ids"], features, reference, meta, warnings, valid)
-        regions, text = decided.decide(turn, question, regions, text, len(images) == 2, overview)
+
+        if len(images) == 1 and not overview and decided.answered_by_decoder(question):
+            # "Outline the buildings.": the answer is the decoder's mask of the user's own noun whatever the model
+            # writes (decided.cut_asked_element), so the language model is not run for it.
+            start = time.perf_counter()
+            regions, text = decided.decide(turn, question, [], "", False, overview)
+            result = None
+            raw = " ".join([text, *(f"<p>{r.label}</p> {SEG_TOKEN}" for r in regions)])
+            timings = {"ttft": time.perf_counter() - start}
+            if streamer is not None:
+                streamer(text)
+        else:
+            with assistant.lock, assistant.inference():
+                result = assistant.model.generate(
+                    input_ids=inputs["input_ids"].to(assistant.model.device),
+                    attention_mask=inputs["attention_mask"].to(assistant.model.device),
+                    image_features=features,
+                    max_new_tokens=max_new_tokens,
+                    streamer=streamer,
+                    stop_loops=True,
+                )
+            raw = processor.decode(result.sequences[0])
+            parsed = parse_answer(raw)
+            masks = []
+            if result.masks and result.masks[0] is not None and len(result.masks[0]):
+                # Each [SEG]'s mask at its phrase's calibrated threshold (rsvlm.presence.mask_threshold_for).
+                phrases = {r.seg_index: r.label for r in parsed.regions if r.seg_index is not None}
+                logits = presence.calibrated_logits(
+                    result.masks[0].float(),
+                    [phrases.get(k) for k in range(len(result.masks[0]))],
+                    assistant.model.config,
+                )
+                masks = [np.asarray((m > 0).cpu()) for m in logits]
+            attach_masks(parsed, masks)
+            warnings.extend(parsed.warnings)
+            regions = [to_source(region, reference, meta, warnings) for region in parsed.regions]
+            text = _model_text(parsed.text, warnings)
+            regions, text = decided.decide(turn, question, regions, text, len(images) == 2, overview)
+            timings = dict(result.timings)
+        if remember:
+            self.history = [*conversation, {"role": "assistant", "content": raw}]
         if state_facts:
             text = _join(text, measured_facts(regions, valid))
         answer = Answer(
@@ -466,7 +479,7 @@ class Session:
             crs=reference.crs.to_string() if reference.crs else None,
             transform=tuple(reference.transform)[:6],
             image_shape=tuple(reference.data.shape[1:]),
-            timings=dict(result.timings),
+            timings=timings,
         )
         return answer, result, meta, features
 

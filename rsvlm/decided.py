@@ -194,7 +194,7 @@ class Turn:
             region = next((r for r in regions if r.mask is not None and asked.has_element([r], "mask")), None)
         if region is None:
             # The user's own noun, when the request names one: the model's phrase is its guess at it.
-            named = None if two_dates else asked.every_subject(question)
+            named = None if two_dates else (asked.every_subject(question) or requested_class(question))
             region = self.phrase_mask(asked.CHANGE_PHRASE if two_dates else named)
         if region is None:  # the model closed no phrase: the label of the answer's own region, if any
             fallback = next((r.label for r in regions if r.label), None)
@@ -208,6 +208,23 @@ class Turn:
             return [region], "Here it is."
         shapes = self.shapes(region, wanted, asked.wants_every(question))
         return shapes, f"Here {'they are' if len(shapes) > 1 else 'it is'}."
+
+
+def requested_class(question: str) -> str | None:
+    """The user's noun when the question only asks to see where a class the decoder is calibrated for is
+    ("Outline the buildings." -> "buildings"; ``rsvlm.presence.CONCEPTS``), else None."""
+    noun = asked.class_request(question)
+    if noun is None or presence.concept_of([noun]) == "other" or presence.asks_yes_no(question):
+        return None
+    return noun
+
+
+def answered_by_decoder(question: str) -> bool:
+    """Whether one image's answer to ``question`` is the decoder's alone: a request to see a calibrated class,
+    which ``decide`` answers with the mask of the user's noun whatever the model wrote (it goes to
+    ``Turn.cut_asked_element`` when the model's answer has no mask, and a mask of the model's own phrase for the
+    class is no better a prompt than the user's word). The assistant then skips the language model."""
+    return requested_class(question) is not None and affordances.asked_for(question) is None
 
 
 def decide(

@@ -115,3 +115,21 @@ def test_min_area_rect_of_a_turned_bar():
 )
 def test_a_request_for_every_one_names_its_class(question, noun):
     assert asked.every_subject(question) == noun
+
+
+@pytest.mark.parametrize(
+    "question, noun",
+    [
+        ("Outline the buildings.", "buildings"),
+        ("Segment all the water in this image with a mask.", "water"),
+        ("Where are the trees?", "trees"),
+        ("Show me the roads.", "roads"),
+        ("Can you segment the forest?", "forest"),
+        ("Outline the largest building.", "largest building"),  # a noun the calibrated concepts do not hold
+        ("Draw boxes around the buildings.", None),  # boxes are asked: cut from a mask, not the mask
+        ("Where could a plane land?", None),
+        ("Is there any water?", None),
+    ],
+)
+def test_class_request_is_the_users_noun_of_a_request_to_see_where_it_is(question, noun):
+    assert asked.class_request(question) == noun

@@ -13,7 +13,7 @@ import torch
 from shapely.geometry import box as shapely_box
 from shapely.geometry import shape
 
-from rsvlm import geo
+from rsvlm import decided, geo
 from rsvlm.assistant import Assistant
 from rsvlm.testing import scripted_generation
 
@@ -526,13 +526,37 @@ def test_a_class_mask_under_its_concepts_calibrated_share_is_none_here(assistant
     size = assistant.image_size
     mask = np.zeros((size, size), bool)
     mask[: size // 8, : size // 8] = True  # 1.6 % of the image
-    scripted(assistant, "<p>the trees</p> [SEG]", masks=[mask])
+    _decoder_of(assistant, {"trees": mask}, [])
     with _calibration(assistant, presence_min_share_by_concept={"tree": share}):
         answer = assistant.session().ask("Outline the trees.", images=[NAIP_2020])
     if kept:
         assert len(answer.regions) == 1 and answer.regions[0].mask.any()
     else:
         assert answer.text.startswith("None here: I find no trees.") and not answer.regions
+
+
+def test_a_request_to_see_a_calibrated_class_is_the_decoders_without_the_language_model(assistant):
+    """ "Outline the buildings.": the answer is the decoder's mask of the user's noun whatever the model would
+    write, so no generation runs; the turn is remembered in the protocol's form and a follow-up generates."""
+    size = assistant.image_size
+    mask = np.zeros((size, size), bool)
+    mask[: size // 2, : size // 2] = True
+    prompts: list[str] = []
+    scripted(assistant, "The image shows a field.", prompts=prompts)
+    _decoder_of(assistant, {"buildings": mask}, prompts)
+    session = assistant.session()
+    streamed: list[str] = []
+    answer = session.ask("Outline the buildings.", images=[NAIP_2020], streamer=streamed.append)
+    assert prompts == ["decode ['buildings']"]  # the decoder ran, the language model did not
+    assert answer.text.startswith("Here it is.") and streamed == ["Here it is."]
+    assert [r.label for r in answer.regions] == ["buildings"] and answer.regions[0].mask.any()
+    assert session.history[-1] == {"role": "assistant", "content": "Here it is. <p>buildings</p> [SEG]"}
+    # More than where a class is: the language model answers first.
+    session.ask("Outline the largest building.")
+    assert any("Outline the largest building." in p for p in prompts if not p.startswith("decode"))
+    assert decided.answered_by_decoder("Where are the trees?")
+    assert not decided.answered_by_decoder("Outline the fields.")  # no calibrated concept: the model names it
+    assert not decided.answered_by_decoder("Is there any water?")  # presence goes through its own path
 
 
 @pytest.mark.parametrize("threshold, expected", [(None, "No: no forest found."), (0.3, "Yes.")])

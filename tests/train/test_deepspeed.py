@@ -56,8 +56,12 @@ def test_zero_on_two_processes_equals_ddp_and_resumes_exactly(
         assert partitioned and int(partitioned.group(1)) > 0
         print(partitioned.group(0))
     difference = max_difference(weights(whole), weights(mixed_ddp_run))
-    print(f"max |w(ZeRO-{stage}) - w(DDP)|, 2 processes = {difference:.3g}")  # measured 6.2e-06 / 2.5e-06
-    assert difference <= TOLERANCE
+    print(f"max |w(ZeRO-{stage}) - w(DDP)|, 2 processes = {difference:.3g}")
+    # DeepSpeed reduces gradients in its own buckets and order, and Adam's step m / (sqrt(v) + eps) magnifies a
+    # last-bit difference where a gradient is near zero, so how far the two land depends on the CPU's kernels:
+    # measured 2.5e-6 to 6.2e-6 on Intel AMX and AMD Zen 4, 1.3e-5 on an AVX2-only CI machine. A reduction that
+    # loses a process's gradients moves weights by about one step (lr); 1 % of one step is 100x below that.
+    assert difference <= 0.01 * mixed_settings["lr"]
 
     # Stopped after step 2 and resumed for four more steps on the Adam moments it saved (a kill mid-run is
     # test_distributed's: the checkpoints are the same files).
