@@ -11,7 +11,9 @@ model's turn the assistant asks the mask decoder, which does read the image, and
 - "Where could a boat be launched?": the mask an affordance builds from the concepts it reads
   (``rsvlm.affordances``), whatever phrase the model named;
 - a grounded caption with no mask: the common land covers the decoder finds (``rsvlm.asked.VOCABULARY``);
-- a mask, boxes, oriented boxes or a place asked for and missing: cut from a mask (``rsvlm.asked``);
+- a mask, boxes, oriented boxes or a place asked for and missing: cut from a mask (``rsvlm.asked``); a request
+  only to see where a calibrated class is ("Outline the buildings.") always ends there, so for one image the
+  assistant does not run the model for it (``answered_by_decoder``);
 - a yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
 
 ``Turn`` holds what one turn read (its prompt, image features, reference image and its ``ImageMeta``); every mask
