@@ -440,31 +440,7 @@ class Session:
             if streamer is not None:
                 streamer(text)
         else:
-            with assistant.lock, assistant.inference():
-                result = assistant.model.generate(
-                    input_ids=inputs["input_ids"].to(assistant.model.device),
-                    attention_mask=inputs["attention_mask"].to(assistant.model.device),
-                    image_features=features,
-                    max_new_tokens=max_new_tokens,
-                    streamer=streamer,
-                    stop_loops=True,
-                )
-            raw = processor.decode(result.sequences[0])
-            parsed = parse_answer(raw)
-            masks = []
-            if result.masks and result.masks[0] is not None and len(result.masks[0]):
-                # Each [SEG]'s mask at its phrase's calibrated threshold (rsvlm.presence.mask_threshold_for).
-                phrases = {r.seg_index: r.label for r in parsed.regions if r.seg_index is not None}
-                logits = presence.calibrated_logits(
-                    result.masks[0].float(),
-                    [phrases.get(k) for k in range(len(result.masks[0]))],
-                    assistant.model.config,
-                )
-                masks = [np.asarray((m > 0).cpu()) for m in logits]
-            attach_masks(parsed, masks)
-            warnings.extend(parsed.warnings)
-            regions = [to_source(region, reference, meta, warnings) for region in parsed.regions]
-            text = _model_text(parsed.text, warnings)
+            result, raw, regions, text = self._model_answer(turn, inputs, max_new_tokens, streamer)
             regions, text = decided.decide(turn, question, regions, text, len(images) == 2, overview)
             timings = dict(result.timings)
         if remember:
@@ -482,6 +458,35 @@ class Session:
             timings=timings,
         )
         return answer, result, meta, features
+
+    def _model_answer(self, turn: decided.Turn, inputs, max_new_tokens, streamer):
+        """The language model's answer -> (its ``GenerationResult``, raw text, regions on the source pixels, text
+        with no quantity the model wrote); each ``[SEG]``'s mask at its phrase's calibrated threshold."""
+        assistant = self.assistant
+        with assistant.lock, assistant.inference():
+            result = assistant.model.generate(
+                input_ids=inputs["input_ids"].to(assistant.model.device),
+                attention_mask=inputs["attention_mask"].to(assistant.model.device),
+                image_features=turn.features,
+                max_new_tokens=max_new_tokens,
+                streamer=streamer,
+                stop_loops=True,
+            )
+        raw = assistant.processor.decode(result.sequences[0])
+        parsed = parse_answer(raw)
+        masks = []
+        if result.masks and result.masks[0] is not None and len(result.masks[0]):
+            phrases = {r.seg_index: r.label for r in parsed.regions if r.seg_index is not None}
+            logits = presence.calibrated_logits(  # rsvlm.presence.mask_threshold_for
+                result.masks[0].float(),
+                [phrases.get(k) for k in range(len(result.masks[0]))],
+                assistant.model.config,
+            )
+            masks = [np.asarray((m > 0).cpu()) for m in logits]
+        attach_masks(parsed, masks)
+        turn.warnings.extend(parsed.warnings)
+        regions = [to_source(region, turn.reference, turn.meta, turn.warnings) for region in parsed.regions]
+        return result, raw, regions, _model_text(parsed.text, turn.warnings)
 
     # ------------------------------------------------------------------------------------------------------------
     def _ask_large_scene(
