@@ -118,14 +118,17 @@ _EVERY_SUBJECT = re.compile(
 
 
 # A whole question that only asks where a class is: "Outline the buildings.", "Segment all the water in this image",
-# "Where are the trees?", "Show me the roads." (no rank, cell, count, box or relation: those go elsewhere).
+# "Where are all the patches of water? Segment them.", "Can you mask all of the buildings?", "Show me the roads."
+# (no rank, cell, count, box or relation: those go elsewhere).
 _CLASS_REQUEST = re.compile(
     r"^\s*(?:please\s+)?(?:(?:can|could|would)\s+you\s+(?:please\s+)?)?"
-    r"(?:(?:outline|segment|highlight|delineate|mask|mark|locate|show(?:\s+me)?)\s+"
-    r"|where\s+(?:is|are)\s+)"
-    r"(?:(?:all|every|each|any)\s+(?:of\s+)?)?(?:the\s+)?(?P<noun>[a-z][a-z -]*?)"
-    r"(?:\s+(?:in|on)\s+(?:this|the)\s+(?:image|scene|picture|photo|tile))?"
-    r"(?:\s+(?:with|as)\s+(?:a\s+)?masks?)?(?:\s+please)?\s*[.!?]*\s*$",
+    r"(?:(?:outline|segment|highlight|delineate|mask|mark|locate|find|show(?:\s+me)?|give(?:\s+me)?\s+(?:a\s+)?"
+    r"masks?\s+(?:of|for))\s+|where\s+(?:is|are)\s+)"
+    r"(?:(?:all|every|each|any)\s+(?:of\s+)?)?(?:the\s+)?(?:(?:patch|patches|areas?|parts?)\s+of\s+)?"
+    r"(?P<noun>[a-z][a-z -]*?)"
+    r"(?:\s+(?:in|on|across)\s+(?:this|the)\s+(?:image|scene|picture|photo|tile))?"
+    r"(?:\s+(?:with|as)\s+(?:a\s+)?masks?)?(?:\s+please)?\s*[.!?]*"
+    r"(?:\s*(?:and\s+)?(?:segment|outline|mask|highlight|mark)\s+(?:them|it)\s*[.!?]*)?\s*$",
     re.IGNORECASE,
 )
 

@@ -138,7 +138,7 @@ _ALTERNATIVE = re.compile(r"\bor\b(?!\s+no\b)", re.IGNORECASE)  # "is it urban o
 
 # "Can you segment the largest field?" is a request, not a yes/no question ("Can you detect any change?" is one).
 _REQUEST = re.compile(
-    r"^\s*(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:segment|outline|show|mark|find|locate|box|draw|give|"
+    r"^\s*(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:segment|outline|mask|show|mark|find|locate|box|draw|give|"
     r"highlight|detect|delineate|count|tell|list|describe|point|provide|produce|identify|caption|summari[sz]e|"
     r"estimate|measure|map|trace|label|output)\b(?!\s+(?:any|anything)\b)",  # "can you find any water?" asks
     re.IGNORECASE,

@@ -125,6 +125,10 @@ def test_a_request_for_every_one_names_its_class(question, noun):
         ("Where are the trees?", "trees"),
         ("Show me the roads.", "roads"),
         ("Can you segment the forest?", "forest"),
+        ("Where are all the patches of water? Segment them.", "water"),
+        ("Give a mask of all patches of vegetation.", "vegetation"),
+        ("Find all buildings and segment them.", "buildings"),
+        ("Outline all patches of bare land in this tile.", "bare land"),
         ("Outline the largest building.", "largest building"),  # a noun the calibrated concepts do not hold
         ("Draw boxes around the buildings.", None),  # boxes are asked: cut from a mask, not the mask
         ("Where could a plane land?", None),

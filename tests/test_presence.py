@@ -86,6 +86,7 @@ def test_the_phrase_in_a_no_reads_naturally():
         ("Where is the water?", False),
         ("Can you segment the second largest patch of agriculture on the left?", False),
         ("Could you please count the buildings?", False),
+        ("Can you mask all of the buildings?", False),
     ],
 )
 def test_asks_yes_no(question, expected):
