@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     session = assistant.session()
     image_256 = geo.read_image(SAMPLE)
-    first_turn = timed_turn(session, "Describe this image.", [image_256], args.new_tokens)
+    # Questions the language model answers ("Describe this image." is the decoder's, rsvlm.describe).
+    first_turn = timed_turn(session, "What is in this image?", [image_256], args.new_tokens)
     second_turn = timed_turn(session, "What is in the top left?", None, args.new_tokens)
     rows.append(
         (

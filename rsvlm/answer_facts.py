@@ -50,6 +50,40 @@ def strip_model_quantities(text: str) -> tuple[str, list[str]]:
     return cleaned, dropped
 
 
+# Proportion words tied to the fraction they stand for; the nearest one is used (data_gen's answers use the same).
+_PROPORTIONS = (
+    (0.10, "about a tenth"),
+    (0.20, "about a fifth"),
+    (0.25, "about a quarter"),
+    (1 / 3, "about a third"),
+    (0.40, "about two fifths"),
+    (0.50, "about half"),
+    (0.60, "about three fifths"),
+    (2 / 3, "about two thirds"),
+    (0.75, "about three quarters"),
+    (0.80, "about four fifths"),
+    (0.90, "about nine tenths"),
+)
+
+
+def proportion_word(fraction: float) -> str:
+    if fraction >= 0.995:
+        return "all"
+    if fraction >= 0.95:
+        return "nearly all"
+    if fraction < 0.075:  # a 5-7 % share is not "about a tenth"
+        return "a small part"
+    return min(_PROPORTIONS, key=lambda p: abs(p[0] - fraction))[1]
+
+
+def percent_text(pixels: int, total: int) -> str:
+    """'34 %', or one decimal under 1 % so a sliver never reads as 0 %."""
+    pct = 100.0 * pixels / max(total, 1)
+    if 0 < pct < 1:
+        return f"{pct:.1f} %"
+    return f"{round(pct)} %"
+
+
 def format_area(area_m2: float) -> str:
     """Square metres under a hectare, hectares under a square kilometre, then km² (with ha)."""
     if area_m2 < 10_000:

@@ -63,6 +63,19 @@ GROUNDED_MIN_SHARE = 0.02
 GROUNDED_MAX = 5
 
 
+# "Describe this image.", "Write a paragraph describing this image.", "Summarise what covers the ground here."
+_DESCRIPTION = re.compile(
+    r"\b(?:describ\w*|description|caption|summari[sz]e|tell me about|explain what|characteri[sz]e)\b"
+    r"|\bwhat does (?:this|the) (?:[\w-]+ )?(?:image|scene|picture|photo|tile) show\b",
+    re.IGNORECASE,
+)
+
+
+def asks_description(question: str) -> bool:
+    """A request to describe the image in words, with no element asked for (a grounded caption asks a mask)."""
+    return bool(_DESCRIPTION.search(question)) and element(question) is None and not asks_count(question)
+
+
 def asks_grounded_caption(question: str) -> bool:
     """ "Provide a detailed caption with segmentation masks.": a description whose phrases carry masks."""
     return bool(_CAPTION.search(question)) and element(question) == "mask"

@@ -30,6 +30,7 @@ import torch
 
 from rsvlm import affordances, asked, geo, instances, presence, referring
 from rsvlm.answer_facts import count_patches, speck_pixels
+from rsvlm.describe import describe
 from rsvlm.grounding import GRID, Box, OrientedBox, Region, normalise_phrase
 from rsvlm.placement import to_source
 
@@ -175,6 +176,23 @@ class Turn:
         regions.sort(key=lambda r: -int(r.mask.sum()))
         return regions[: asked.GROUNDED_MAX]
 
+    def land_cover(self) -> list[Region]:
+        """The image cut into ``asked.VOCABULARY``'s land covers: each pixel goes to the phrase the decoder is surest
+        of among those above their threshold (trees are vegetation too, a pixel is counted once); the covers with
+        at least ``asked.GROUNDED_MIN_SHARE`` of the valid pixels, largest first (one decoder pass)."""
+        phrases = list(asked.VOCABULARY)
+        probability = np.stack(self.probabilities(phrases))
+        owner = np.where(probability.max(axis=0) > 0.5, probability.argmax(axis=0), -1)
+        regions = []
+        for k, phrase in enumerate(phrases):
+            region = self.on_source(Region(label=phrase, mask=owner == k))
+            if presence.is_present(
+                int(region.mask.sum()), self.valid, asked.GROUNDED_MIN_SHARE
+            ) and self.shows(region):
+                regions.append(region)
+        regions.sort(key=lambda r: -int(r.mask.sum()))
+        return regions
+
     def forced_yes_no(self) -> str:
         """ "Yes." or "No.", whichever the model scores higher as its answer's first token."""
         assistant = self.assistant
@@ -222,10 +240,13 @@ def requested_class(question: str) -> str | None:
 
 
 def answered_by_decoder(question: str) -> bool:
-    """Whether one image's answer to ``question`` is the decoder's alone: a request to see a calibrated class,
+    """Whether one image's answer to ``question`` is the decoder's alone, so the assistant skips the language
+    model: a description ("Describe this image.", ``rsvlm.describe``), or a request to see a calibrated class,
     which ``decide`` answers with the mask of the user's noun whatever the model wrote (it goes to
     ``Turn.cut_asked_element`` when the model's answer has no mask, and a mask of the model's own phrase for the
-    class is no better a prompt than the user's word). The assistant then skips the language model."""
+    class is no better a prompt than the user's word)."""
+    if asked.asks_description(question) and not presence.asks_yes_no(question):
+        return True  # described from the land covers the decoder finds (rsvlm.describe)
     return requested_class(question) is not None and affordances.asked_for(question) is None
 
 
@@ -298,6 +319,10 @@ def decide(
         # A grounded description without a mask: the common land covers the decoder finds, each with its mask.
         regions = turn.grounded_regions()
         text = asked.grounded_sentence([r.label for r in regions])
+    elif asked.asks_description(question) and not (two_dates or overview or yes_no_question):
+        # "Describe this image.": the land covers the decoder finds, in data_gen's caption words (rsvlm.describe).
+        regions = turn.land_cover()
+        text = describe(regions, turn.reference.valid)
     elif wanted and not yes_no_question and not asked.has_element(regions, wanted, overview):
         # The element asked for is missing: cut it from a mask (rsvlm.asked).
         regions, text = turn.cut_asked_element(wanted, question, regions, text, two_dates)

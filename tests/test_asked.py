@@ -137,3 +137,19 @@ def test_a_request_for_every_one_names_its_class(question, noun):
 )
 def test_class_request_is_the_users_noun_of_a_request_to_see_where_it_is(question, noun):
     assert asked.class_request(question) == noun
+
+
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        ("Describe this image.", True),
+        ("Write a paragraph describing this image.", True),
+        ("What does this aerial image show?", True),
+        ("Characterise the landscape in this tile.", True),
+        ("Provide a detailed caption with segmentation masks.", False),  # a grounded caption: masks asked
+        ("What is in the top left?", False),
+        ("How many buildings? Describe them.", False),
+    ],
+)
+def test_asks_description(question, expected):
+    assert asked.asks_description(question) is expected

@@ -559,6 +559,25 @@ def test_a_request_to_see_a_calibrated_class_is_the_decoders_without_the_languag
     assert not decided.answered_by_decoder("Is there any water?")  # presence goes through its own path
 
 
+def test_a_description_is_the_decoders_land_covers_each_pixel_counted_once(assistant):
+    """ "Describe this image.": no generation; the covers the decoder finds, cut so that no pixel is in two."""
+    size = assistant.image_size
+    water, trees = np.zeros((size, size), bool), np.zeros((size, size), bool)
+    water[:, : size // 2] = True
+    trees[:, size // 4 :] = True  # overlaps the water's right half: those pixels go to one of the two
+    prompts: list[str] = []
+    scripted(assistant, "The image is spread across the whole scene.", prompts=prompts)
+    _decoder_of(assistant, {"water": water, "trees": trees}, prompts)
+    answer = assistant.session().ask("Describe this image.", images=[NAIP_2020])
+    assert len(prompts) == 1 and prompts[0].startswith(
+        "decode"
+    )  # the decoder ran, the language model did not
+    assert [r.label for r in answer.regions] == ["water", "trees"]
+    first, second = (np.asarray(r.mask) for r in answer.regions)
+    assert not (first & second).any() and (first | second).mean() > 0.95
+    assert answer.text.startswith("Most of this image is water, about half. The rest is trees at about half.")
+
+
 @pytest.mark.parametrize("threshold, expected", [(None, "No: no forest found."), (0.3, "Yes.")])
 def test_a_concepts_calibrated_pixel_threshold_decides_its_mask(assistant, threshold, expected):
     size = assistant.image_size

@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from data_gen.tasks.phrasing import join_words
 from data_gen.tile import ClassInfo, Instance, Tile
+from rsvlm.answer_facts import percent_text, proportion_word
 from rsvlm.grounding import Box, OrientedBox, normalize_obb, pixel_box_to_grid
 
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -42,41 +43,7 @@ CELL_PHRASE = {
 WHOLE_SCENE = "whole scene"  # what cells_covering says of a mask spread over most cells
 CORNER_NAMES = ("top left", "top right", "bottom left", "bottom right", "centre")
 
-# Proportion words tied to the fraction they stand for; the nearest one is used.
-_PROPORTIONS = (
-    (0.10, "about a tenth"),
-    (0.20, "about a fifth"),
-    (0.25, "about a quarter"),
-    (1 / 3, "about a third"),
-    (0.40, "about two fifths"),
-    (0.50, "about half"),
-    (0.60, "about three fifths"),
-    (2 / 3, "about two thirds"),
-    (0.75, "about three quarters"),
-    (0.80, "about four fifths"),
-    (0.90, "about nine tenths"),
-)
-
-
 # ------------------------------------------------------------------------------------------------ quoting
-
-
-def proportion_word(fraction: float) -> str:
-    if fraction >= 0.995:
-        return "all"
-    if fraction >= 0.95:
-        return "nearly all"
-    if fraction < 0.075:  # a 5-7 % share is not "about a tenth"
-        return "a small part"
-    return min(_PROPORTIONS, key=lambda p: abs(p[0] - fraction))[1]
-
-
-def percent_text(pixels: int, total: int) -> str:
-    """'34 %', or one decimal under 1 % so a sliver never reads as 0 %."""
-    pct = 100.0 * pixels / max(total, 1)
-    if 0 < pct < 1:
-        return f"{pct:.1f} %"
-    return f"{round(pct)} %"
 
 
 def share_quote(pixels: int, total: int) -> str:

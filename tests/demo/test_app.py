@@ -194,8 +194,8 @@ def test_errors_are_one_line_and_each_its_own_message(app, assistant, tmp_path):
         raise RuntimeError("out of memory\nwith a long tail")
 
     assistant.model.generate = broken
-    chat = ask(app, "Describe this image.")[-1][0]
-    assert texts(chat)[-3:] == ["⚠️ the question is empty", "Describe this image.", "⚠️ out of memory"]
+    chat = ask(app, "What is in the top left?")[-1][0]  # a question the language model answers
+    assert texts(chat)[-3:] == ["⚠️ the question is empty", "What is in the top left?", "⚠️ out of memory"]
     assert not any(m.get("metadata") for m in chat)  # no status line left pending
 
 
@@ -272,7 +272,7 @@ def test_a_large_scene_shows_its_windows_and_the_budget_is_an_option(app, assist
 def test_stop_ends_a_running_answer_and_keeps_what_was_written(app, assistant, tmp_path):
     scripted(assistant, "A long answer about fields, roads and a pond. " * 4, pieces=40, delay=0.05)
     upload(app, tmp_path, NAIP_2020)
-    steps = app.ask("Describe this image.", "", "", 100, 60, user())
+    steps = app.ask("What is in this image?", "", "", 100, 60, user())  # the language model answers
     for step in steps:
         if step[0][-1]["content"]:
             app.stop(user())
