@@ -186,6 +186,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{wall:.2f} s, {len(outline.regions)} region(s), answer {outline.raw_text[:60]!r}",
         )
     )
+    assistant.session().ask("Describe this image.", images=[image_256])
+    start = time.perf_counter()
+    described = assistant.session().ask("Describe this image.", images=[image_256])
+    rows.append(
+        (
+            'warm 256 px "Describe this image." (land covers)',
+            f"{time.perf_counter() - start:.2f} s, {len(described.regions)} region(s), {described.text[:50]!r}",
+        )
+    )
     # A grounding turn the language model answers (a rank is more than where a class is), so its speed shows.
     question = "Segment the largest patch of water."
     assistant.session().ask(question, images=[image_256], max_new_tokens=64)
