@@ -429,7 +429,11 @@ class Session:
         valid = valid or int(np.prod(reference.data.shape[1:]))
         turn = decided.Turn(assistant, inputs["input_ids"], features, reference, meta, warnings, valid)
 
-        if len(images) == 1 and not overview and decided.answered_by_decoder(question):
+        if (
+            len(images) == 1
+            and not overview
+            and decided.answered_by_decoder(question, assistant.model.config)
+        ):
             # "Outline the buildings.": the answer is the decoder's mask of the user's own noun whatever the model
             # writes (decided.cut_asked_element), so the language model is not run for it.
             start = time.perf_counter()

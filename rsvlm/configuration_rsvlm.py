@@ -50,6 +50,10 @@ class RSVLMConfig(PretrainedConfig):
         system_prompt: the system turn the processor puts first when a conversation has none, in training and
             at inference alike (so the model learns who it is: SmolLM2's template would otherwise call it
             "SmolLM"); ``""`` leaves the chat template's own default. It must not hold ``<image>`` or ``[SEG]``.
+        describe_from_land_cover: answer a plain description request about one image ("Describe this image.")
+            from the decoder's land covers (``rsvlm.describe``) instead of the LLM's text. The embedded default
+            sets it (its LLM's own descriptions scored far below them, held out); a checkpoint fine-tuned on
+            captions leaves it off, so its LLM describes.
         image_token_id / seg_token_id: filled in when the model is built (ids of ``<image>`` / ``[SEG]``).
     """
 
@@ -77,6 +81,7 @@ class RSVLMConfig(PretrainedConfig):
     load_in_4bit: bool = False
     llm_dtype: str | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    describe_from_land_cover: bool = False
     image_token_id: int | None = None
     seg_token_id: int | None = None
 

@@ -239,13 +239,23 @@ def requested_class(question: str) -> str | None:
     return noun
 
 
-def answered_by_decoder(question: str) -> bool:
+def describes_from_land_cover(question: str, config) -> bool:
+    """A plain description request (not a yes/no) that this checkpoint answers from the decoder's land covers."""
+    return (
+        bool(getattr(config, "describe_from_land_cover", False))
+        and asked.asks_description(question)
+        and not presence.asks_yes_no(question)
+    )
+
+
+def answered_by_decoder(question: str, config) -> bool:
     """Whether one image's answer to ``question`` is the decoder's alone, so the assistant skips the language
-    model: a description ("Describe this image.", ``rsvlm.describe``), or a request to see a calibrated class,
+    model: a description ("Describe this image.", ``rsvlm.describe``) where the checkpoint's config says
+    ``describe_from_land_cover``, or a request to see a calibrated class,
     which ``decide`` answers with the mask of the user's noun whatever the model wrote (it goes to
     ``Turn.cut_asked_element`` when the model's answer has no mask, and a mask of the model's own phrase for the
     class is no better a prompt than the user's word)."""
-    if asked.asks_description(question) and not presence.asks_yes_no(question):
+    if describes_from_land_cover(question, config):
         return True  # described from the land covers the decoder finds (rsvlm.describe)
     return requested_class(question) is not None and affordances.asked_for(question) is None
 
@@ -319,7 +329,7 @@ def decide(
         # A grounded description without a mask: the common land covers the decoder finds, each with its mask.
         regions = turn.grounded_regions()
         text = asked.grounded_sentence([r.label for r in regions])
-    elif asked.asks_description(question) and not (two_dates or overview or yes_no_question):
+    elif describes_from_land_cover(question, config) and not (two_dates or overview):
         # "Describe this image.": the land covers the decoder finds, in data_gen's caption words (rsvlm.describe).
         regions = turn.land_cover()
         text = describe(regions, turn.reference.valid)

@@ -554,9 +554,12 @@ def test_a_request_to_see_a_calibrated_class_is_the_decoders_without_the_languag
     # More than where a class is: the language model answers first.
     session.ask("Outline the largest building.")
     assert any("Outline the largest building." in p for p in prompts if not p.startswith("decode"))
-    assert decided.answered_by_decoder("Where are the trees?")
-    assert not decided.answered_by_decoder("Outline the fields.")  # no calibrated concept: the model names it
-    assert not decided.answered_by_decoder("Is there any water?")  # presence goes through its own path
+    config = assistant.model.config
+    assert decided.answered_by_decoder("Where are the trees?", config)
+    assert not decided.answered_by_decoder(
+        "Outline the fields.", config
+    )  # no calibrated class: the model names it
+    assert not decided.answered_by_decoder("Is there any water?", config)  # presence goes its own way
 
 
 def test_a_description_is_the_decoders_land_covers_each_pixel_counted_once(assistant):
@@ -568,7 +571,13 @@ def test_a_description_is_the_decoders_land_covers_each_pixel_counted_once(assis
     prompts: list[str] = []
     scripted(assistant, "The image is spread across the whole scene.", prompts=prompts)
     _decoder_of(assistant, {"water": water, "trees": trees}, prompts)
-    answer = assistant.session().ask("Describe this image.", images=[NAIP_2020])
+    assistant.session().ask("Describe this image.", images=[NAIP_2020])
+    assert len(prompts) == 1 and not prompts[0].startswith(
+        "decode"
+    )  # by default the language model describes
+    prompts.clear()
+    with _calibration(assistant, describe_from_land_cover=True):  # as the embedded default's config says
+        answer = assistant.session().ask("Describe this image.", images=[NAIP_2020])
     assert len(prompts) == 1 and prompts[0].startswith(
         "decode"
     )  # the decoder ran, the language model did not
