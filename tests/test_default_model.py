@@ -122,5 +122,7 @@ def test_stitched_windows_match_one_pass_with_the_trained_decoder(assistant):
 def test_the_default_describes_an_image_from_the_land_covers_it_finds(assistant):
     assert assistant.model.config.describe_from_land_cover  # its LLM's own descriptions scored far below them
     answer = assistant.session().ask("Describe this image.", images=[DATA / "naip_2020_256.tif"])
-    assert answer.text.startswith(("Most of this image is", "The largest cover in this image is")), answer.text
+    assert answer.text.startswith(("Most of this image is", "The largest cover in this image is")), (
+        answer.text
+    )
     assert answer.regions and all(r.geometry is not None for r in answer.regions)
