@@ -251,12 +251,15 @@ def describes_from_land_cover(question: str, config) -> bool:
 def answered_by_decoder(question: str, config) -> bool:
     """Whether one image's answer to ``question`` is the decoder's alone, so the assistant skips the language
     model: a description ("Describe this image.", ``rsvlm.describe``) where the checkpoint's config says
-    ``describe_from_land_cover``, or a request to see a calibrated class,
+    ``describe_from_land_cover``, a presence question naming its subject ("Is there any water?", whose answer
+    ``decide`` writes from the subject's mask whatever the model said), or a request to see a calibrated class,
     which ``decide`` answers with the mask of the user's noun whatever the model wrote (it goes to
     ``Turn.cut_asked_element`` when the model's answer has no mask, and a mask of the model's own phrase for the
     class is no better a prompt than the user's word)."""
     if describes_from_land_cover(question, config):
         return True  # described from the land covers the decoder finds (rsvlm.describe)
+    if presence.asks_presence(question) and presence.question_subject(question) is not None:
+        return True  # "Is there any water?": decide's yes or no and region replace whatever the model said
     return requested_class(question) is not None and affordances.asked_for(question) is None
 
 

@@ -559,7 +559,21 @@ def test_a_request_to_see_a_calibrated_class_is_the_decoders_without_the_languag
     assert not decided.answered_by_decoder(
         "Outline the fields.", config
     )  # no calibrated class: the model names it
-    assert not decided.answered_by_decoder("Is there any water?", config)  # presence goes its own way
+    assert decided.answered_by_decoder("Is there any water?", config)  # its yes or no is the mask's anyway
+    assert not decided.answered_by_decoder(
+        "Is the road north of the river?", config
+    )  # a relation: the model's
+
+
+def test_a_presence_question_naming_its_subject_runs_no_generation(assistant):
+    size = assistant.image_size
+    water = np.zeros((size, size), bool)
+    water[: size // 2] = True
+    prompts: list[str] = []
+    scripted(assistant, "No.", prompts=prompts)
+    _decoder_of(assistant, {"water": water}, prompts)
+    answer = assistant.session().ask("Is there any water?", images=[NAIP_2020])
+    assert prompts == ["decode ['water']"] and answer.text.startswith("Yes") and answer.regions
 
 
 def test_a_description_is_the_decoders_land_covers_each_pixel_counted_once(assistant):
