@@ -11,10 +11,14 @@ model's turn the assistant asks the mask decoder, which does read the image, and
 - "Where could a boat be launched?": the mask an affordance builds from the concepts it reads
   (``rsvlm.affordances``), whatever phrase the model named;
 - a grounded caption with no mask: the common land covers the decoder finds (``rsvlm.asked.VOCABULARY``);
-- a mask, boxes, oriented boxes or a place asked for and missing: cut from a mask (``rsvlm.asked``); a request
-  only to see where a calibrated class is ("Outline the buildings.") always ends there, so for one image the
-  assistant does not run the model for it (``answered_by_decoder``);
+- "Describe this image.", where the checkpoint says ``describe_from_land_cover``: those covers, each pixel counted
+  once, in words (``rsvlm.describe``);
+- a mask, boxes, oriented boxes or a place asked for and missing: cut from a mask (``rsvlm.asked``);
 - a yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
+
+Where the answer cannot depend on what the model says (a presence question naming its subject, a description
+from the land covers, a request only to see where a calibrated class is, "Outline the buildings."), the assistant
+does not run the model on one image at all (``answered_by_decoder``): ``decide`` starts from an empty answer.
 
 ``Turn`` holds what one turn read (its prompt, image features, reference image and its ``ImageMeta``); every mask
 it decodes comes back on the source pixels through ``rsvlm.placement.to_source``.
