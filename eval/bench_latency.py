@@ -7,8 +7,9 @@
 
 Prints: cold load (first time and cached, each in a new process), warm turn latency for a 256 px and a 512 px
 image (time to first token, tokens/s, time to mask), the second turn on the same image (which must not re-encode
-it), "Outline the buildings." (the decoder's alone) and a grounding turn that generates, and peak RSS. Targets (issue 2): cached cold load <= 10 s, warm 256 px turn with 32 new tokens and one mask
-<= 3 s, peak RSS <= 3 GB.
+it), "Outline the buildings." and "Describe this image." (the decoder's alone), a grounding turn that generates,
+and peak RSS. Targets (issue 2): cached cold load <= 10 s, warm 256 px turn with 32 new tokens and one mask <= 3 s,
+peak RSS <= 3 GB.
 """
 
 from __future__ import annotations

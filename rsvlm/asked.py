@@ -85,8 +85,12 @@ def grounded_sentence(phrases: list[str]) -> str:
     """ "This scene contains water, buildings and roads." """
     if not phrases:
         return "I find none of the common land covers here."
-    listed = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
-    return f"This scene contains {listed}."
+    return f"This scene contains {listed(phrases)}."
+
+
+def listed(words: list[str], conjunction: str = "and") -> str:
+    """ "water, buildings and roads" """
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
 
 
 def asks_count(question: str) -> bool:

@@ -437,7 +437,7 @@ class Session:
             # "Outline the buildings.": the answer is the decoder's mask of the user's own noun whatever the model
             # writes (decided.cut_asked_element), so the language model is not run for it.
             start = time.perf_counter()
-            regions, text = decided.decide(turn, question, [], "", False, overview)
+            regions, text = decided.decide(turn, question, [], "", False, False)
             result = None
             raw = " ".join([text, *(f"<p>{r.label}</p> {SEG_TOKEN}" for r in regions)])
             timings = {"ttft": time.perf_counter() - start}

@@ -170,15 +170,7 @@ class Turn:
         """The masks of ``asked.VOCABULARY`` that cover at least ``asked.GROUNDED_MIN_SHARE`` of the valid pixels,
         largest first, at most ``asked.GROUNDED_MAX`` (one decoder pass for all the phrases)."""
         phrases = list(asked.VOCABULARY)
-        regions = []
-        for phrase, mask in zip(phrases, self.decode(phrases)):
-            region = self.on_source(Region(label=phrase, mask=mask))
-            if presence.is_present(
-                int(region.mask.sum()), self.valid, asked.GROUNDED_MIN_SHARE
-            ) and self.shows(region):
-                regions.append(region)
-        regions.sort(key=lambda r: -int(r.mask.sum()))
-        return regions[: asked.GROUNDED_MAX]
+        return self._covers(phrases, self.decode(phrases))[: asked.GROUNDED_MAX]
 
     def land_cover(self) -> list[Region]:
         """The image cut into ``asked.VOCABULARY``'s land covers: each pixel goes to the phrase the decoder is surest
@@ -187,9 +179,14 @@ class Turn:
         phrases = list(asked.VOCABULARY)
         probability = np.stack(self.probabilities(phrases))
         owner = np.where(probability.max(axis=0) > 0.5, probability.argmax(axis=0), -1)
+        return self._covers(phrases, [owner == k for k in range(len(phrases))])
+
+    def _covers(self, phrases: list[str], masks: list[np.ndarray]) -> list[Region]:
+        """The phrases' masks (model-input pixels) on the source pixels, those covering at least
+        ``asked.GROUNDED_MIN_SHARE`` of the valid pixels and shown (``shows``), largest first."""
         regions = []
-        for k, phrase in enumerate(phrases):
-            region = self.on_source(Region(label=phrase, mask=owner == k))
+        for phrase, mask in zip(phrases, masks):
+            region = self.on_source(Region(label=phrase, mask=mask))
             if presence.is_present(
                 int(region.mask.sum()), self.valid, asked.GROUNDED_MIN_SHARE
             ) and self.shows(region):

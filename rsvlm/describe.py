@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from rsvlm.answer_facts import proportion_word
-from rsvlm.asked import VOCABULARY
+from rsvlm.asked import VOCABULARY, listed
 from rsvlm.grounding import Region
 
 # The corners and the centre of a 3 x 3 grid of the image: (name, rows, columns) in thirds.
@@ -30,7 +30,7 @@ def describe(regions: list[Region], valid: np.ndarray | None) -> str:
     part. In the top left, water leads with about four fifths. ..." from non-overlapping land-cover masks (source
     pixels, largest first) over the valid pixels (None: all); "I find none of ..." without any."""
     if not regions:
-        return f"I find none of {_join(list(VOCABULARY), 'or')} here."
+        return f"I find none of {listed(list(VOCABULARY), 'or')} here."
     masks = [np.asarray(r.mask, bool) for r in regions]
     shape = masks[0].shape
     valid = np.ones(shape, bool) if valid is None else np.asarray(valid, bool)
@@ -41,7 +41,7 @@ def describe(regions: list[Region], valid: np.ndarray | None) -> str:
     sentences = [f"{lead} {first}, {proportion_word(first_share)}."]
     if len(regions) > 1:
         rest = [f"{r.label} at {proportion_word(share)}" for r, share in zip(regions[1:], shares[1:])]
-        sentences.append(f"The rest is {_join(rest, 'and')}.")
+        sentences.append(f"The rest is {listed(rest)}.")
     height, width = shape
     for name, row, col in CELLS:
         rows = slice(row * height // 3, (row + 1) * height // 3)
@@ -56,7 +56,3 @@ def describe(regions: list[Region], valid: np.ndarray | None) -> str:
         verb = "lead" if label.endswith("s") else "leads"  # buildings lead, water leads
         sentences.append(f"In the {name}, {label} {verb} with {share}.")
     return " ".join(sentences)
-
-
-def _join(words: list[str], conjunction: str) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
