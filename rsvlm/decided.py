@@ -4,8 +4,8 @@ A 135M LLM is right about the form of an answer far more often than about what t
 model's turn the assistant asks the mask decoder, which does read the image, and lets its masks decide
 (``decide``):
 
-- "Is there any water?" on one image: the mask of the question's subject at the calibrated share
-  (``rsvlm.presence``); two dates keep the model's yes or no;
+- "Is there any water?" on one image: the mask of the question's subject at the calibrated share, or by its
+  concept's presence model where calibration fitted one (``rsvlm.presence``); two dates keep the model's yes or no;
 - "How many buildings?": the patches of the mask of the question's own noun (``rsvlm.answer_facts``);
 - "the second largest patch of bare land in the bottom left": that one patch (``rsvlm.referring``);
 - "Where could a boat be launched?": the mask an affordance builds from the concepts it reads
@@ -26,7 +26,7 @@ it decodes comes back on the source pixels through ``rsvlm.placement.to_source``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,9 @@ from rsvlm.placement import to_source
 @dataclass
 class Turn:
     """One model turn's inputs: ``assistant`` (model, processor, lock), the prompt's ids, the encoded images, the
-    image answered about with its ``ImageMeta``, the turn's warnings (appended to) and its valid pixel count."""
+    image answered about with its ``ImageMeta``, the turn's warnings (appended to) and its valid pixel count.
+    ``present``: for each phrase decoded with a presence model for its concept, whether the model finds it
+    (``rsvlm.presence.model_says_present``, on the valid model-input pixels)."""
 
     assistant: Any
     prompt_ids: torch.Tensor
@@ -51,6 +53,7 @@ class Turn:
     meta: Any
     warnings: list[str]
     valid: int
+    present: dict[str, bool] = field(default_factory=dict)
 
     def decode(self, phrases: list[str]) -> list[np.ndarray]:
         """Bool masks (model-input pixels) of these phrases, one decoder pass."""
@@ -62,8 +65,36 @@ class Turn:
         assistant = self.assistant
         with assistant.lock, assistant.inference():
             logits = assistant.model.decode_masks(None, [0] * len(phrases), self.features, phrases)
-        logits = presence.calibrated_logits(logits.float(), phrases, assistant.model.config)
-        return [np.asarray(torch.sigmoid(lg).cpu()) for lg in logits]
+        config = assistant.model.config
+        logits = presence.calibrated_logits(logits.float(), phrases, config)
+        probabilities = [np.asarray(torch.sigmoid(lg).cpu()) for lg in logits]
+        for phrase, probability in zip(phrases, probabilities):
+            model = presence.presence_model(phrase, config)
+            if model is not None:
+                self.present[phrase] = presence.model_says_present(probability[self.model_valid], model)
+        return probabilities
+
+    @property
+    def model_valid(self) -> np.ndarray:
+        """Bool [S, S]: the model-input pixels of the image (not padding) that are not nodata."""
+        size = self.meta.image_size
+        rows, cols = self.meta.resized_height, self.meta.resized_width
+        valid = np.zeros((size, size), bool)
+        source = self.reference.valid
+        if source is None:
+            valid[:rows, :cols] = True
+            return valid
+        ys = np.minimum((np.arange(rows) / self.meta.scale).astype(int), source.shape[0] - 1)
+        xs = np.minimum((np.arange(cols) / self.meta.scale).astype(int), source.shape[1] - 1)
+        valid[:rows, :cols] = source[np.ix_(ys, xs)]
+        return valid
+
+    def there(self, phrase: str, pixels: int, valid: int, share: float) -> bool:
+        """Whether ``phrase``'s mask (``pixels`` of ``valid``) is there: its presence model's answer where one read
+        its probabilities this turn, else the mask covers more than ``share``."""
+        if phrase in self.present:
+            return self.present[phrase] and pixels > 0
+        return presence.is_present(pixels, valid, share)
 
     def objects_mask(self, phrase: str) -> Region:
         """The mask (source pixels) of ``phrase`` with touching objects cut apart and objects too small to be one
@@ -82,10 +113,11 @@ class Turn:
     def shows(self, region: Region) -> bool:
         """Whether a mask of a calibrated concept covers its concept's share (``presence.concept_min_share``), so
         "outline the trees" finds trees exactly where "are there trees?" says yes; other masks always show."""
-        share = presence.concept_min_share(region.label or "", self.assistant.model.config)
+        label = region.label or ""
+        share = presence.concept_min_share(label, self.assistant.model.config)
         if share is None or not isinstance(region.mask, np.ndarray):
             return True
-        return presence.is_present(int(region.mask.sum()), self.valid, share)
+        return self.there(label, int(region.mask.sum()), self.valid, share)
 
     def on_source(self, region: Region) -> Region:
         return to_source(region, self.reference, self.meta, self.warnings)
@@ -154,7 +186,7 @@ class Turn:
         there = {}
         for concept, phrase, mask in zip(concepts, phrases, self.decode(phrases)):
             pixels = int(mask[:rows, :cols].sum())
-            if presence.is_present(pixels, rows * cols, presence.min_share_for(phrase, config)):
+            if self.there(phrase, pixels, rows * cols, presence.min_share_for(phrase, config)):
                 there[concept] = mask
         missing = affordance.missing(there)
         if missing:
@@ -277,7 +309,7 @@ def decide(
         region = turn.phrase_mask(presence.question_subject(question))
         if region is not None:
             min_share = presence.min_share_for(region.label, config)
-            present = presence.is_present(int(region.mask.sum()), turn.valid, min_share)
+            present = turn.there(region.label, int(region.mask.sum()), turn.valid, min_share)
             text = presence.answer_text(present, region.label, presence.asks_absence(question))
             regions = [region] if present else []
     if not (two_dates or overview):

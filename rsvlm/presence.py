@@ -5,7 +5,11 @@ a balanced held-out set, ``eval.yes_no_set``), while the phrase-prompted decoder
 at a share calibrated on the validation split (``train.calibrate``), gets 28 of 36. So for a presence question
 about one image the assistant decodes the subject's mask and answers yes when it covers more than
 ``presence_min_share`` of the valid pixels; the mask goes back as the answer's region, so the yes comes with where
-and how much, measured like every other number.
+and how much, measured like every other number. Where calibration fitted a presence model for the subject's concept
+(``presence_model_by_concept``: a logistic regression on how sure the mask's pixels are, ``presence_features``),
+that model decides instead: on the held-out class targets it raised the balanced presence accuracy from 0.772 to
+0.825 for trees and from 0.881 to 0.917 for water, where a share alone cannot tell a few sure pixels from as many
+stray ones.
 
 The subject is the question's own words when they leave a short phrase ("Is there any *water*?",
 ``question_subject``): the user's words are a better prompt than a small model's paraphrase. Otherwise the model
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import torch
 
 from rsvlm.grounding import normalise_phrase
@@ -80,6 +85,39 @@ def concept_min_share(phrase: str, config) -> float | None:
     """The share calibrated for ``phrase``'s own concept (``presence_min_share_by_concept``), or None when its
     concept has none: a mask of such a phrase under it is "not there", as the presence answer says."""
     return _calibrated(phrase, config, "presence_min_share_by_concept")
+
+
+# What a presence model reads of a mask's probabilities (over the valid model-input pixels, calibrated so that 0.5 is
+# the concept's threshold): the share above each level, its logarithm (a few stray pixels and none differ there),
+# the top probabilities' means and the mean.
+PRESENCE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PRESENCE_TOP = (1, 20, 100, 500)
+
+
+def presence_features(probability: np.ndarray) -> np.ndarray:
+    """``presence_model``'s inputs from the probabilities of a mask's valid pixels (any shape; float64 [23])."""
+    p = np.asarray(probability, dtype=np.float64).ravel()
+    if p.size == 0:
+        p = np.zeros(1)
+    shares = np.array([(p > level).mean() for level in PRESENCE_LEVELS])
+    top = -np.sort(-p)
+    means = [top[:k].mean() for k in PRESENCE_TOP]
+    return np.concatenate([shares, np.log(shares + 1e-4), means, [p.mean()]])
+
+
+def presence_model(phrase: str, config) -> dict | None:
+    """The logistic presence model ``train.calibrate`` fitted for ``phrase``'s concept on the validation split
+    (``presence_model_by_concept``: ``mean``, ``scale``, ``weight``, ``bias``), or None."""
+    return (getattr(config, "presence_model_by_concept", None) or {}).get(concept_of([phrase]))
+
+
+def model_says_present(probability: np.ndarray, model: dict) -> bool:
+    """Whether a presence model finds the thing in these (calibrated) probabilities of the valid pixels; a mask with
+    no pixel above 0.5 is never there, so a "yes" always comes with a region."""
+    if not (np.asarray(probability) > 0.5).any():
+        return False
+    x = (presence_features(probability) - np.asarray(model["mean"])) / np.asarray(model["scale"])
+    return float(x @ np.asarray(model["weight"]) + model["bias"]) > 0
 
 
 def mask_threshold_for(phrase: str, config) -> float:

@@ -647,3 +647,27 @@ def test_a_reasoning_question_is_answered_by_the_affordance_mask_not_the_models_
     assert answer.text.startswith("None here: I find no trees.") and not answer.regions
     answer = assistant.session().ask("Is there any shade where a hiker could rest?", images=[NAIP_2020])
     assert answer.text.startswith("No.") and not answer.regions
+
+
+@pytest.mark.parametrize("bias, found", [(-50.0, False), (50.0, True)])
+def test_a_concepts_presence_model_decides_whether_it_is_there(assistant, bias, found):
+    """Where calibration fitted a presence model for the concept, its answer (not the share) says whether the thing
+    is there, for the presence question and for "outline" alike; a yes always comes with the mask."""
+    from rsvlm.presence import presence_features
+
+    size = assistant.image_size
+    mask = np.zeros((size, size), bool)
+    mask[: size // 16, : size // 16] = True  # 0.4 % of the image: under the share of 5 %
+    n = len(presence_features(np.zeros(4)))
+    judge = {"mean": [0.0] * n, "scale": [1.0] * n, "weight": [0.0] * n, "bias": bias}
+    _decoder_of(assistant, {"trees": mask, "water": mask}, [])
+    calibration = dict(
+        presence_min_share_by_concept={"tree": 0.05}, presence_model_by_concept={"tree": judge}
+    )
+    with _calibration(assistant, **calibration):
+        presence_answer = assistant.session().ask("Are there any trees?", images=[NAIP_2020])
+        outline = assistant.session().ask("Outline the trees.", images=[NAIP_2020])
+        water = assistant.session().ask("Is there any water?", images=[NAIP_2020])
+    assert presence_answer.text.startswith("Yes." if found else "No: no trees found.")
+    assert bool(presence_answer.regions) == found and bool(outline.regions) == found
+    assert water.text.startswith("Yes.")  # no model for water: the global share (0.2 %) decides

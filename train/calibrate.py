@@ -16,7 +16,14 @@ validation tile, against the truth as data_gen's presence answers define it (yes
   pixel threshold ``mask_threshold_by_concept``, the one whose masks best outline the class on the targets that
   have it (gIoU on positives), and at that threshold the share ``presence_min_share_by_concept`` with the best
   balanced presence accuracy. The assistant empties a mask of the concept under that share
-  (``rsvlm.decided.Turn.shows``), so "outline the trees" and "are there trees?" agree.
+  (``rsvlm.decided.Turn.shows``), so "outline the trees" and "are there trees?" agree;
+- for the same concepts, a logistic presence model ``presence_model_by_concept`` on what a mask's probabilities
+  look like (``rsvlm.presence.presence_features``: shares above nine levels, their logarithms, the top
+  probabilities' means), class-balanced, its L2 strength chosen by 5-fold cross-validation on the split, kept where
+  its cross-validated balanced accuracy beats the share rule's (its share chosen on the same folds). One share of
+  one threshold cannot tell a tile's few true trees from another tile's stray pixels; the shape of the whole
+  distribution can. Where a concept has a presence model the assistant decides "there" by it (the share stays the
+  rule for masks decoded without their probabilities).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from train.corpus import DEFAULT_RECIPE
 from train.heads import build_model, cap_per_source, scored_predictions
 from train.heads_data import collect_tiles, encode_items
 
+STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)  # C of the presence model: 1 / L2 weight, per sample
 CANDIDATES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 
@@ -125,6 +133,86 @@ def calibrate_concepts(targets: list[Scored], min_each: int) -> dict[str, Concep
     return out
 
 
+def fit_logistic(x: np.ndarray, y: np.ndarray, strength: float) -> dict:
+    """Class-balanced logistic regression on standardised ``x`` with L2 ``1 / (2 C n)``, by L-BFGS (float64)."""
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    xs = torch.tensor((x - mean) / scale)
+    ys = torch.tensor(y, dtype=torch.float64)
+    positive = ys.mean().clamp(1e-3, 1 - 1e-3)
+    weights = torch.where(ys > 0, 0.5 / positive, 0.5 / (1 - positive))
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(xs @ w + b, ys, reduction="none")
+        loss = (weights * bce).mean() + (w @ w) / (2 * strength * len(ys))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def rounded(values) -> list[float]:  # six digits keep every decision and config.json readable
+        return [float(f"{v:.6g}") for v in np.asarray(values).ravel()]
+
+    return {
+        "mean": rounded(mean),
+        "scale": rounded(scale),
+        "weight": rounded(w.detach()),
+        "bias": rounded(b.detach())[0],
+    }
+
+
+def logistic_says(model: dict, x: np.ndarray) -> np.ndarray:
+    z = (x - np.asarray(model["mean"])) / np.asarray(model["scale"])
+    return z @ np.asarray(model["weight"]) + model["bias"] > 0
+
+
+def calibrated_probability(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """Probabilities shifted so that ``threshold`` becomes 0.5, as ``rsvlm.presence.calibrated_logits`` does."""
+    p = np.clip(probability.astype(np.float64), 1e-7, 1 - 1e-7)
+    return 1 / (1 + np.exp(-(np.log(p / (1 - p)) - np.log(threshold / (1 - threshold)))))
+
+
+def _folds(n: int, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(kept, held)`` index pairs of a fixed shuffle, the same for every rule compared."""
+    order = np.random.default_rng(0).permutation(n)
+    return [(np.setdiff1d(order, order[k::folds]), order[k::folds]) for k in range(folds)]
+
+
+def cross_validated_share_rule(targets: list[Scored], threshold: float, folds: int = 5) -> float:
+    """The share rule's balanced accuracy when its share is chosen on the other folds (the fair comparison with a
+    presence model, whose strength is chosen the same way)."""
+    shares = np.array([(t.probability > threshold).mean() for t in targets])
+    y = np.array([t.yes for t in targets])
+    said = np.zeros(len(y), bool)
+    for kept, held in _folds(len(y), folds):
+        share = max(CANDIDATES, key=lambda c: balanced_accuracy(shares[kept], y[kept], c))
+        said[held] = shares[held] > share
+    return balanced_accuracy(said.astype(float), y, 0.5)
+
+
+def fit_presence_model(targets: list[Scored], threshold: float, folds: int = 5) -> tuple[dict, float, float]:
+    """The concept's presence model (``rsvlm.presence.model_says_present``), the strength chosen by cross-validated
+    balanced accuracy, and that accuracy."""
+    from rsvlm.presence import presence_features
+
+    shifted = [calibrated_probability(t.probability, threshold) for t in targets]
+    x = np.stack([presence_features(p) for p in shifted])
+    y = np.array([t.yes for t in targets])
+    cv = {}
+    for strength in STRENGTHS:
+        said = np.zeros(len(y), bool)
+        for kept, held in _folds(len(y), folds):
+            said[held] = logistic_says(fit_logistic(x[kept], y[kept], strength), x[held])
+        said &= np.array([(p > 0.5).any() for p in shifted])  # no pixel above threshold: never there
+        cv[strength] = float((said[y].mean() + (~said[~y]).mean()) / 2)
+    strength = max(cv, key=cv.get)
+    model = fit_logistic(x, y, strength)
+    return model, strength, cv[strength]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="an rsvlm checkpoint folder (its config.json is updated)")
@@ -145,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"no class targets in the {args.split} split of {args.corpus}")
         share, scores = best_share(targets)
         per_concept = calibrate_concepts(targets, args.min_per_concept)
+        models, share_rule = {}, {}
+        for concept, cal in per_concept.items():
+            group = [t for t in targets if t.concept == concept]
+            models[concept] = fit_presence_model(group, cal.threshold)
+            share_rule[concept] = cross_validated_share_rule(group, cal.threshold)
+        # A concept keeps its presence model only where it beats the share rule, both cross-validated.
+        kept = {c: m for c, (m, _, accuracy) in models.items() if accuracy > share_rule[c]}
     except (OSError, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
@@ -155,12 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     for concept, cal in per_concept.items():
         print(f"  {concept:<9} pixels > {cal.threshold:<4} share > {cal.share:<7} balanced accuracy "
               f"{cal.presence_accuracy:.3f}, gIoU {cal.giou:.3f} (at 0.5 with no share: {cal.giou_uncalibrated:.3f})")  # fmt: skip
+        _, strength, accuracy = models[concept]
+        print(
+            f"  {'':<9} cross-validated balanced accuracy: presence model (C {strength}) {accuracy:.3f}, share "
+            f"rule {share_rule[concept]:.3f} -> {'presence model' if concept in kept else 'share rule'}"
+        )
     if not args.dry_run:
         path = Path(args.model) / "config.json"
         config = json.loads(path.read_text())
         config["presence_min_share"] = share
         config["presence_min_share_by_concept"] = {c: cal.share for c, cal in per_concept.items()}
         config["mask_threshold_by_concept"] = {c: cal.threshold for c, cal in per_concept.items()}
+        config["presence_model_by_concept"] = kept
         write_text_atomic(path, json.dumps(config, indent=2) + "\n")
         print(f"presence_min_share = {share} and {len(per_concept)} concepts' thresholds written to {path}")
     return 0

@@ -157,13 +157,20 @@ def evaluate(
     Per target: IoU over scored pixels, an empty target scoring 1 when the prediction is empty too (GRES's
     convention); ``skill`` = (gIoU - gIoU of the whole-image mask) / (1 - that), over positive targets.
     ``calibrated`` scores masks as the assistant returns them: at the concept's calibrated threshold, and empty
-    under its calibrated share (``rsvlm.decided.Turn.shows``); presence is then that share's, else 0.2 %.
+    under its calibrated share (``rsvlm.decided.Turn.shows``), or where the concept has a presence model, empty
+    when that model says it is not there; presence is then that decision's, else 0.2 %.
     """
     rows = defaultdict(list)  # (source, concept) -> [(positive, iou, iou_whole, predicted_any, pixel counts)]
-    for i, target, truth, pred in scored_predictions(model, items, tiles, max_prompts, calibrated=calibrated):
+    jobs = scored_predictions(model, items, tiles, max_prompts, logits=True, calibrated=calibrated)
+    for i, target, truth, logit in jobs:
+        pred = logit > 0
         share = presence.concept_min_share(target.phrases[0], model.config) if calibrated else None
-        present = bool(pred.sum() > (0.002 if share is None else share) * pred.numel())
-        if share is not None and not present:
+        judge = presence.presence_model(target.phrases[0], model.config) if calibrated else None
+        if judge is not None:
+            present = presence.model_says_present(torch.sigmoid(logit).numpy(), judge)
+        else:
+            present = bool(pred.sum() > (0.002 if share is None else share) * pred.numel())
+        if (share is not None or judge is not None) and not present:
             pred = torch.zeros_like(pred)
         union = (truth | pred).sum().item()
         iou = 1.0 if union == 0 else (truth & pred).sum().item() / union

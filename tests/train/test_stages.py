@@ -254,6 +254,43 @@ def test_calibration_per_concept_picks_a_pixel_threshold_and_a_share():
     assert calibrated["tree"].giou_uncalibrated == 0.5  # only the empty targets right at 0.5
 
 
+def test_the_presence_model_tells_sure_pixels_from_as_many_stray_ones():
+    """Yes tiles have a few pixels the decoder is sure of; no tiles as many pixels just over the threshold. One share
+    cannot tell them apart; the presence model, reading how sure the pixels are, does."""
+    from rsvlm.presence import model_says_present
+    from train.calibrate import best_share, calibrated_probability, fit_presence_model
+
+    rng = np.random.default_rng(0)
+
+    def target(yes: bool):
+        from train.calibrate import Scored
+
+        probability = rng.uniform(0.0, 0.2, 1000).astype(np.float32)
+        share = rng.uniform(0.005, 0.03)
+        n = round(share * 1000)
+        probability[:n] = rng.uniform(0.9, 1.0, n) if yes else rng.uniform(0.55, 0.7, n)
+        truth = np.zeros(1000, bool)
+        truth[:n] = yes
+        return Scored(probability, truth, "tree")
+
+    targets = [target(i % 2 == 0) for i in range(80)]
+    _, scores = best_share(targets)
+    assert max(scores.values()) < 0.8  # the share alone is little better than a coin
+    model, strength, accuracy = fit_presence_model(targets, threshold=0.5)
+    assert accuracy > 0.95 and strength in (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+    held_out = [target(i % 2 == 0) for i in range(40)]
+    said = [model_says_present(calibrated_probability(t.probability, 0.5), model) for t in held_out]
+    assert sum(s == t.yes for s, t in zip(said, held_out)) >= 38
+    assert not model_says_present(np.full(100, 0.4), model)  # no pixel above threshold: never there
+
+
+def test_calibrated_probability_moves_the_threshold_to_one_half():
+    from train.calibrate import calibrated_probability
+
+    shifted = calibrated_probability(np.array([0.3, 0.35, 0.4]), 0.35)
+    assert shifted[0] < 0.5 and abs(shifted[1] - 0.5) < 1e-9 and shifted[2] > 0.5
+
+
 def test_calibrated_logits_move_each_phrases_threshold_to_zero():
     from types import SimpleNamespace
 
@@ -276,3 +313,43 @@ def test_presence_uses_the_concepts_share_then_the_global_one():
     assert presence.min_share_for("the roads", config) == 0.005
     assert presence.min_share_for("water", config) == 0.03
     assert presence.min_share_for("water", SimpleNamespace()) == presence.MIN_SHARE
+
+
+def test_calibrate_writes_presence_models_and_the_evaluation_reads_them(
+    corpus, init_checkpoint, tmp_path, capsys
+):
+    """``train.calibrate`` writes thresholds, shares and the presence models that beat the share rule into the
+    checkpoint's config.json; ``train.heads --evaluate`` empties a mask its concept's presence model says is not
+    there."""
+    import shutil
+
+    from rsvlm.configuration_rsvlm import RSVLMConfig
+    from rsvlm.presence import presence_features, presence_model
+    from train.calibrate import main as calibrate
+    from train.heads import main as heads
+
+    model = tmp_path / "model"
+    shutil.copytree(init_checkpoint, model)
+    root, recipe = corpus
+    args = ["--model", str(model), "--corpus", str(root), "--recipe", str(recipe), "--split", "train"]
+    assert calibrate([*args, "--min-per-concept", "1"]) == 0
+    config = json.loads((model / "config.json").read_text())
+    concepts = sorted(config["mask_threshold_by_concept"])
+    assert concepts and set(config["presence_model_by_concept"]) <= set(concepts)
+    printed = capsys.readouterr().out
+    for concept in concepts:
+        chosen = "presence model" if concept in config["presence_model_by_concept"] else "share rule"
+        assert f"-> {chosen}" in printed.split(f"  {concept} ")[1].split("\n")[1]
+    # A presence model that never finds the concept: every mask of it goes, so no positive is outlined.
+    concept = concepts[0]
+    n = len(presence_features(np.zeros(3)))
+    never = {"mean": [0.0] * n, "scale": [1.0] * n, "weight": [0.0] * n, "bias": -1.0}
+    config["presence_model_by_concept"] = {concept: never}
+    (model / "config.json").write_text(json.dumps(config))
+    phrase = {"building": "buildings", "water": "water", "tree": "trees", "road": "roads"}[concept]
+    assert presence_model(phrase, RSVLMConfig.from_pretrained(model)) == never
+    report = tmp_path / "report.json"
+    evaluate = ["--evaluate", str(model), "--corpus", str(root), "--recipe", str(recipe), "--split", "train"]
+    assert heads([*evaluate, "--report", str(report), "--threads", "1"]) == 0
+    scored = json.loads(report.read_text())["by_concept"][concept]
+    assert scored["positives"] > 0 and scored["giou_pos"] == 0.0
