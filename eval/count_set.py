@@ -1,6 +1,6 @@
 """A counting set from ``rsvlm gen`` test splits ("How many buildings are there?"), for ``rsvlm eval --benchmark gen``.
 
-    python -m eval.count_set out/corpus/*/data/test-00000.parquet --out out/count/data.parquet
+    python -m eval.count_set out/corpus/*/data/test-*.parquet --out out/count/data.parquet
     rsvlm eval --benchmark gen --data out/count/data.parquet --model default --out out/eval-count
 
 Why: counting questions sit in later turns of gen conversations, next to box lists and change summaries that also
