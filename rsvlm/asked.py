@@ -124,6 +124,10 @@ _COUNT_SUBJECT = re.compile(
     r"that|which|on|at)\b|\s*[?.!,]|\s*$)",
     re.IGNORECASE,
 )
+# Words the subject's lazy match stops on at once when a count names no noun ("How many are there?").
+_NOT_A_SUBJECT = set(
+    "them it these those things objects are is were was do does can could there you".split()
+) | {""}
 
 
 _EVERY_SUBJECT = re.compile(
@@ -157,7 +161,7 @@ def class_request(question: str) -> str | None:
     if match is None or element(question) not in ("mask", "place"):
         return None
     noun = match.group("noun").strip().lower()
-    return None if noun in {"", "them", "it", "these", "those", "things", "objects"} else noun
+    return None if noun in _NOT_A_SUBJECT else noun
 
 
 def every_subject(question: str) -> str | None:
@@ -177,7 +181,7 @@ def count_subject(question: str) -> str | None:
     if match is None:
         return None
     noun = match.group("noun").strip().lower()
-    return None if noun in {"", "them", "it", "these", "those", "things", "objects"} else noun
+    return None if noun in _NOT_A_SUBJECT else noun
 
 
 def count_text(n: int, phrase: str) -> str:

@@ -17,8 +17,9 @@ model's turn the assistant asks the mask decoder, which does read the image, and
 - a yes/no question answered without one: the model's own choice between "Yes" and "No" goes first.
 
 Where the answer cannot depend on what the model says (a presence question naming its subject, a description
-from the land covers, a request only to see where a calibrated class is, "Outline the buildings."), the assistant
-does not run the model on one image at all (``answered_by_decoder``): ``decide`` starts from an empty answer.
+from the land covers, a count of a named noun, a request only to see where a calibrated class is, "Outline the
+buildings."), the assistant does not run the model on one image at all (``answered_by_decoder``): ``decide``
+starts from an empty answer.
 
 ``Turn`` holds what one turn read (its prompt, image features, reference image and its ``ImageMeta``); every mask
 it decodes comes back on the source pixels through ``rsvlm.placement.to_source``.
@@ -285,7 +286,8 @@ def answered_by_decoder(question: str, config) -> bool:
     """Whether one image's answer to ``question`` is the decoder's alone, so the assistant skips the language
     model: a description ("Describe this image.", ``rsvlm.describe``) where the checkpoint's config says
     ``describe_from_land_cover``, a presence question naming its subject ("Is there any water?", whose answer
-    ``decide`` writes from the subject's mask whatever the model said), or a request to see a calibrated class,
+    ``decide`` writes from the subject's mask whatever the model said), a count of a named noun ("How many
+    buildings?", the patches of that noun's mask whatever the model said), or a request to see a calibrated class,
     which ``decide`` answers with the mask of the user's noun whatever the model wrote (it goes to
     ``Turn.cut_asked_element`` when the model's answer has no mask, and a mask of the model's own phrase for the
     class is no better a prompt than the user's word)."""
@@ -293,6 +295,8 @@ def answered_by_decoder(question: str, config) -> bool:
         return True  # described from the land covers the decoder finds (rsvlm.describe)
     if presence.asks_presence(question) and presence.question_subject(question) is not None:
         return True  # "Is there any water?": decide's yes or no and region replace whatever the model said
+    if asked.asks_count(question) and asked.count_subject(question) and not presence.asks_yes_no(question):
+        return True  # "How many buildings?": decide counts the patches of the noun's mask, whatever the model said
     return requested_class(question) is not None and affordances.asked_for(question) is None
 
 

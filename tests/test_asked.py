@@ -74,6 +74,7 @@ def test_counts_are_patches_without_specks():
         "bare or built ground"
     )
     assert asked.count_subject("How many?") is None
+    assert asked.count_subject("How many are there?") is None  # no noun: not the verb
     assert asked.count_text(1, "water") == "1 separate patch of water."
     assert asked.count_text(0, "water") == "No water found."
 

@@ -428,9 +428,11 @@ def test_a_count_is_the_number_of_patches_of_the_mask_not_the_models_number(assi
     _two_answers(assistant, "<p>the background</p> [SEG] There are 7 ponds.", "x</p> [SEG]", decoded, prompts)
     answer = assistant.session().ask("How many ponds are there?", images=[NAIP_2020])
     assert answer.text.startswith("2 separate patches of ponds.") and "7" not in answer.text
-    assert (
-        len(answer.regions) == 1 and prompts[-1] == "decode ['ponds']"
-    )  # the question's noun, not the model's
+    assert len(answer.regions) == 1 and prompts == ["decode ['ponds']"]  # the question's noun; no generation
+    config = assistant.model.config
+    assert decided.answered_by_decoder("How many ponds are there?", config)
+    assert not decided.answered_by_decoder("How many are there?", config)  # no noun: the model's mask's
+    assert not decided.answered_by_decoder("Is the number of ponds above 3?", config)  # a yes or no
 
 
 def test_touching_buildings_are_counted_one_by_one_and_the_region_has_as_many_patches(assistant):
