@@ -79,6 +79,13 @@ class Tile:
     # Label values the taxonomy does not know, {value: pixels} on this tile (both dates), before they were mapped
     # to the ignore value: the dataset card reports them so a wrong --taxonomy is visible.
     unknown_values: dict[int, int] = field(default_factory=dict)
+    # The class values whose absence the labels speak for (None: every class of the taxonomy). Building outlines
+    # burnt onto a land-cover taxonomy say where buildings are, not that there is no water or woodland.
+    known_values: frozenset[int] | None = None
+
+    def labels_say_absent(self, value: int) -> bool:
+        """Whether the labels would show class ``value`` where it is there, so its absence is a fact."""
+        return self.known_values is None or value in self.known_values
 
     @property
     def height(self) -> int:

@@ -227,6 +227,11 @@ def _burn(tax: Taxonomy, shape: tuple[int, int], items, categories: bool) -> np.
     return labels if hit else None
 
 
+def known_classes(labels: np.ndarray, tax: Taxonomy) -> frozenset[int]:
+    """The classes a map burnt from vectors speaks for: those it holds (the vectors' and the background)."""
+    return frozenset(int(v) for v in np.unique(labels) if v not in tax.ignore_values)
+
+
 def _render(labels: np.ndarray, tax: Taxonomy, tile_id: str) -> np.ndarray:
     """A neutral map-like image from class colours with a little texture (deterministic per tile)."""
     lut = np.zeros((int(labels.max()) + 1, 3), np.float32) + 128
@@ -290,6 +295,8 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         items += _instances_osm(cfg, grid)
     vec_items = _instances_vectors(cfg, grid, scene, col, row) if cfg.vectors else []
     weak = False
+    # Labels burnt from vectors alone cover the vectors' classes only: their absence says nothing of the others.
+    burnt_vectors_only = labels is None and bool(vec_items) and not items
     if labels is None and (items or vec_items):
         labels = _burn(tax, (h, w), items, categories=True) if items else None
         vl = _burn(tax, (h, w), vec_items, categories=False) if vec_items else None
@@ -355,6 +362,7 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         weak=weak,
         block=ref.block,
         unknown_values=unknown,
+        known_values=known_classes(labels, tax) if burnt_vectors_only and labels is not None and not weak else None,
     )
     if cfg.synthetic_change and "change" in cfg.tasks and tile.image2 is None and tile.change is None:
         # Seeded by the run's seed and the tile id, so a tile gets the same edits in any worker or rerun.

@@ -40,13 +40,13 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
 
 
 def concept_values(tile: Tile) -> dict[str, list[int]]:
-    """Class values of the tile's taxonomy grouped by concept."""
+    """Class values of the tile's taxonomy grouped by concept (only those its labels cover, ``Tile.known_values``)."""
     out: dict[str, list[int]] = {}
     if tile.taxonomy is None:
         return out
     for value, info in sorted(tile.taxonomy.classes.items()):
-        if value in tile.taxonomy.ignore_values:
-            continue
+        if value in tile.taxonomy.ignore_values or not tile.labels_say_absent(value):
+            continue  # a class the labels do not cover cannot be said to be missing
         words = " ".join((info.name, *info.synonyms)).lower()
         for concept, keys in CONCEPTS.items():
             if any(k in words for k in keys):

@@ -280,7 +280,10 @@ class Analysis:
             else:
                 values, counts = np.unique(labels, return_counts=True)
                 present = dict(zip(values.tolist(), counts.tolist()))
-            self.valid_values = sorted(v for v in tax.classes if v not in tax.ignore_values)
+            # Only the classes the labels speak for: building outlines say nothing of water (Tile.known_values).
+            self.valid_values = sorted(
+                v for v in tax.classes if v not in tax.ignore_values and tile.labels_say_absent(v)
+            )
             for v, n in present.items():
                 if v not in tax.classes and v not in tax.ignore_values:
                     self.unknown[int(v)] = int(n)

@@ -170,8 +170,8 @@ def _comparison(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> No
 
 def _multilabel(b: SampleBuilder, rng: random.Random, a: regions.Analysis) -> None:
     present = _present(a)
-    if not present:
-        return
+    if not present or a.tile.known_values is not None:
+        return  # "what does it contain?" needs labels of every class, not only of the vectors' ones
     b.user(phrasing.pick(rng, "multilabel"), "multilabel")
     b.facts.append(
         {

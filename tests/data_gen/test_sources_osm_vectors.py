@@ -146,3 +146,31 @@ def test_vector_errors(tmp_path):
     far.write_text(json.dumps(obj))
     with pytest.raises(SourceError, match="no vector feature falls inside"):
         plan_tiles(GenConfig(image=str(paths["image"]), vectors=str(far)))
+
+
+def test_building_outlines_alone_never_say_that_water_or_trees_are_missing(tmp_path):
+    """Outlines burnt onto a land-cover taxonomy label buildings only: no "no water" answer, no "none here: the
+    image shows no trees", no list of "what the image contains"; the buildings are still asked about."""
+    import random
+
+    from data_gen.tasks import regions
+    from data_gen.tasks.reasoning import concept_values, reasoning_samples
+    from data_gen.tasks.vqa import vqa_samples
+
+    paths = write_scene(tmp_path)
+    cfg = GenConfig(image=str(paths["image"]), vectors=str(_geojson(tmp_path, {})), tile_size=128,
+                    weak_labels="off")  # fmt: skip
+    tile = load_tile(cfg, plan_tiles(cfg)[0])
+    assert tile.known_values == {0, 1}  # the background and the buildings
+    analysis = regions.analyse(tile)
+    assert analysis.absent == [] and [c.info.name for c in analysis.cover] == ["background", "building"]
+    assert set(concept_values(tile)) == {"building"}
+    samples = [s for seed in range(8) for s in vqa_samples(tile, random.Random(seed))]
+    samples += reasoning_samples(tile, random.Random(0))
+    facts = [f for s in samples for f in s.meta.get("facts", [])]
+    assert not any(f["kind"] == "presence" and f["answer"] == "no" for f in facts)
+    assert not any(f["kind"] in ("classes", "none") for f in facts)
+    assert any(f["kind"] == "presence" and f["answer"] == "yes" for f in facts)
+    # A land-cover raster speaks for every class of its taxonomy, as before.
+    labelled = GenConfig(image=str(paths["image"]), labels=str(paths["labels"]), tile_size=128, weak_labels="off")
+    assert load_tile(labelled, plan_tiles(labelled)[0]).known_values is None
