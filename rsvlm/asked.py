@@ -26,12 +26,18 @@ _MASK = re.compile(
 # Questions that ask for a place: any region answers them (a box too); without one, a mask is cut.
 _PLACE = re.compile(
     r"\b(?:locate|point out|mark|find (?:all|every|each)|which (?:parts?|areas?|places?|regions?)|"
-    r"show (?:me|all|every|each|the|where)|how much|take up|takes up)\b"
+    r"show (?:me|all|every|each|the|where)|how much|take up|takes up|"
+    # an area asked for ("What is the area of water?", "How big is the bare land area?"): measured on a mask
+    r"how big|how large|area of|area (?:covered|occupied)|what area|surface area|extent of|hectares?|"
+    r"square (?:met(?:re|er)s|kilomet(?:re|er)s))\b"
     # "Where is the water?", "where could a plane land?" ask for a place; "where was this taken?" does not
     r"|\bwhere\b(?!\s+(?:was|were)\s+(?:this|these|it)\b)",
     re.IGNORECASE,
 )
-_COUNT = re.compile(r"\b(?:how many|count|number of)\b", re.IGNORECASE)
+# "How many square metres of water?" asks for an area, not a count.
+_COUNT = re.compile(
+    r"\b(?:how many|count|number of)\b(?!\s+(?:square|hectares?|acres?|met(?:re|er)s|kilomet))", re.IGNORECASE
+)
 _EVERY = re.compile(r"\b(?:all|each|every|boxes|rectangles|masks)\b", re.IGNORECASE)
 
 # The phrase a change mask is asked for by: what ``train.heads --change`` trains the change path on.

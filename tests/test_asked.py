@@ -154,3 +154,14 @@ def test_class_request_is_the_users_noun_of_a_request_to_see_where_it_is(questio
 )
 def test_asks_description(question, expected):
     assert asked.asks_description(question) is expected
+
+
+def test_every_area_question_data_gen_asks_wants_a_measured_place_not_a_count():
+    """ "What is the area of water?" is answered from a mask (its area measured), so the answer must carry one;
+    "How many square metres of water?" asks for an area, not a count of patches of "square metres"."""
+    from data_gen.tasks.phrasing import TEMPLATES
+
+    for template in TEMPLATES["area"]:
+        question = template.format(cls="water")
+        assert asked.element(question) == "place" and not asked.asks_count(question), question
+    assert asked.element("Describe this area.") is None

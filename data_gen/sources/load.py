@@ -362,7 +362,9 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         weak=weak,
         block=ref.block,
         unknown_values=unknown,
-        known_values=known_classes(labels, tax) if burnt_vectors_only and labels is not None and not weak else None,
+        known_values=known_classes(labels, tax)
+        if burnt_vectors_only and labels is not None and not weak
+        else None,
     )
     if cfg.synthetic_change and "change" in cfg.tasks and tile.image2 is None and tile.change is None:
         # Seeded by the run's seed and the tile id, so a tile gets the same edits in any worker or rerun.

@@ -172,5 +172,7 @@ def test_building_outlines_alone_never_say_that_water_or_trees_are_missing(tmp_p
     assert not any(f["kind"] in ("classes", "none") for f in facts)
     assert any(f["kind"] == "presence" and f["answer"] == "yes" for f in facts)
     # A land-cover raster speaks for every class of its taxonomy, as before.
-    labelled = GenConfig(image=str(paths["image"]), labels=str(paths["labels"]), tile_size=128, weak_labels="off")
+    labelled = GenConfig(
+        image=str(paths["image"]), labels=str(paths["labels"]), tile_size=128, weak_labels="off"
+    )
     assert load_tile(labelled, plan_tiles(labelled)[0]).known_values is None
