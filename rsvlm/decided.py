@@ -69,10 +69,12 @@ class Turn:
         config = assistant.model.config
         logits = presence.calibrated_logits(logits.float(), phrases, config)
         probabilities = [np.asarray(torch.sigmoid(lg).cpu()) for lg in logits]
-        for phrase, probability in zip(phrases, probabilities):
-            model = presence.presence_model(phrase, config)
-            if model is not None:
-                self.present[phrase] = presence.model_says_present(probability[self.model_valid], model)
+        models = {phrase: presence.presence_model(phrase, config) for phrase in phrases}
+        if any(models.values()):
+            valid = self.model_valid
+            for phrase, probability in zip(phrases, probabilities):
+                if models[phrase] is not None:
+                    self.present[phrase] = presence.model_says_present(probability[valid], models[phrase])
         return probabilities
 
     @property

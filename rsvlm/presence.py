@@ -111,13 +111,18 @@ def presence_model(phrase: str, config) -> dict | None:
     return (getattr(config, "presence_model_by_concept", None) or {}).get(concept_of([phrase]))
 
 
+def presence_score(features: np.ndarray, model: dict) -> np.ndarray:
+    """The presence model's logit for ``presence_features`` rows (``[..., 23]``): above 0 means there."""
+    z = (features - np.asarray(model["mean"])) / np.asarray(model["scale"])
+    return z @ np.asarray(model["weight"]) + model["bias"]
+
+
 def model_says_present(probability: np.ndarray, model: dict) -> bool:
     """Whether a presence model finds the thing in these (calibrated) probabilities of the valid pixels; a mask with
     no pixel above 0.5 is never there, so a "yes" always comes with a region."""
     if not (np.asarray(probability) > 0.5).any():
         return False
-    x = (presence_features(probability) - np.asarray(model["mean"])) / np.asarray(model["scale"])
-    return float(x @ np.asarray(model["weight"]) + model["bias"]) > 0
+    return float(presence_score(presence_features(probability), model)) > 0
 
 
 def mask_threshold_for(phrase: str, config) -> float:

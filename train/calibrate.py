@@ -164,11 +164,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, strength: float) -> dict:
     }
 
 
-def logistic_says(model: dict, x: np.ndarray) -> np.ndarray:
-    z = (x - np.asarray(model["mean"])) / np.asarray(model["scale"])
-    return z @ np.asarray(model["weight"]) + model["bias"] > 0
-
-
 def calibrated_probability(probability: np.ndarray, threshold: float) -> np.ndarray:
     """Probabilities shifted so that ``threshold`` becomes 0.5, as ``rsvlm.presence.calibrated_logits`` does."""
     p = np.clip(probability.astype(np.float64), 1e-7, 1 - 1e-7)
@@ -196,7 +191,7 @@ def cross_validated_share_rule(targets: list[Scored], threshold: float, folds: i
 def fit_presence_model(targets: list[Scored], threshold: float, folds: int = 5) -> tuple[dict, float, float]:
     """The concept's presence model (``rsvlm.presence.model_says_present``), the strength chosen by cross-validated
     balanced accuracy, and that accuracy."""
-    from rsvlm.presence import presence_features
+    from rsvlm.presence import presence_features, presence_score
 
     shifted = [calibrated_probability(t.probability, threshold) for t in targets]
     x = np.stack([presence_features(p) for p in shifted])
@@ -205,7 +200,7 @@ def fit_presence_model(targets: list[Scored], threshold: float, folds: int = 5) 
     for strength in STRENGTHS:
         said = np.zeros(len(y), bool)
         for kept, held in _folds(len(y), folds):
-            said[held] = logistic_says(fit_logistic(x[kept], y[kept], strength), x[held])
+            said[held] = presence_score(x[held], fit_logistic(x[kept], y[kept], strength)) > 0
         said &= np.array([(p > 0.5).any() for p in shifted])  # no pixel above threshold: never there
         cv[strength] = float((said[y].mean() + (~said[~y]).mean()) / 2)
     strength = max(cv, key=cv.get)

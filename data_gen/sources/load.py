@@ -295,8 +295,7 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         items += _instances_osm(cfg, grid)
     vec_items = _instances_vectors(cfg, grid, scene, col, row) if cfg.vectors else []
     weak = False
-    # Labels burnt from vectors alone cover the vectors' classes only: their absence says nothing of the others.
-    burnt_vectors_only = labels is None and bool(vec_items) and not items
+    known_values = None  # the labels speak for every class of the taxonomy
     if labels is None and (items or vec_items):
         labels = _burn(tax, (h, w), items, categories=True) if items else None
         vl = _burn(tax, (h, w), vec_items, categories=False) if vec_items else None
@@ -309,6 +308,9 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
                 labels[keep] = vl[keep]
         if labels is not None:
             labels[~valid] = ignore
+        if vl is not None and labels is vl:
+            # Burnt from the vectors alone: they speak for their own classes, not for water where none is drawn.
+            known_values = known_classes(labels, tax)
     items += vec_items
 
     want_weak = cfg.weak_labels == "on" or (cfg.weak_labels == "auto" and labels is None and not items)
@@ -362,9 +364,7 @@ def load_tile(cfg: GenConfig, ref: TileRef) -> Tile | None:
         weak=weak,
         block=ref.block,
         unknown_values=unknown,
-        known_values=known_classes(labels, tax)
-        if burnt_vectors_only and labels is not None and not weak
-        else None,
+        known_values=known_values,
     )
     if cfg.synthetic_change and "change" in cfg.tasks and tile.image2 is None and tile.change is None:
         # Seeded by the run's seed and the tile id, so a tile gets the same edits in any worker or rerun.
