@@ -17,7 +17,11 @@ import numpy as np
 from rsvlm.answer_facts import mask_pixels
 
 _OBB = re.compile(r"\b(?:rotated|oriented|minimum[- ]area|min[- ]area|obb|rotation)\b", re.IGNORECASE)
-_BOX = re.compile(r"\b(?:box|boxes|bounding|locali[sz]e|detect)\b", re.IGNORECASE)
+# "Locate the largest pond." / "Locate all buildings." ask for boxes, as data_gen's box questions use the verb
+# (visual grounding answers with a box); "Locate the changes" and "Locate the water in terms of image regions" do not.
+_BOX = re.compile(
+    r"\b(?:box|boxes|bounding|locali[sz]e|detect)\b|\blocate\b(?!.*\b(?:chang\w*|regions?)\b)", re.IGNORECASE
+)
 _MASK = re.compile(
     r"\b(?:segment|segmented|segmentation|mask|masks|outline|outlines|delineate|highlight|pixels|contour|contours|"
     r"grounded)\b",

@@ -31,6 +31,8 @@ from rsvlm.grounding import Box, Region
         ("Show me the building in the top left.", "place"),
         ("Which parts of the scene are different?", "place"),
         ("Locate the changes between the two images.", "place"),
+        ("Locate the water in terms of image regions.", "place"),
+        ("Locate the airport.", "box"),
         ("Give a description where every mentioned region is segmented.", "mask"),
         ("Please produce a grounded conversation-style caption.", "mask"),
         ("Where is each patch of background? Answer with boxes.", "box"),
@@ -154,6 +156,26 @@ def test_class_request_is_the_users_noun_of_a_request_to_see_where_it_is(questio
 )
 def test_asks_description(question, expected):
     assert asked.asks_description(question) is expected
+
+
+def test_every_box_or_mask_question_data_gen_asks_names_its_element():
+    """The element of each referring / every-object question data_gen trains on is the one its answer carries, so
+    "Locate the largest patch of water." is answered with the box the benchmark scores, not a mask."""
+    from data_gen.tasks.phrasing import TEMPLATES
+
+    wanted = {
+        "refer_box": "box",
+        "all_box": "box",
+        "refer_obb": "obb",
+        "refer_seg": "mask",
+        "all_seg": "mask",
+    }
+    for kind, element in wanted.items():
+        for template in TEMPLATES[kind]:
+            question = template.format(ref="the largest pond", plural="buildings", singular="building")
+            got = asked.element(question)
+            # "Show me the largest pond." asks for a place: any region answers it, and a mask is cut when none is
+            assert got == element or (element == "mask" and got == "place"), (question, got)
 
 
 def test_every_area_question_data_gen_asks_wants_a_measured_place_not_a_count():

@@ -250,13 +250,22 @@ def sampling_pools(items: HeadItems, tiles, balance: str) -> dict[str | None, Re
     return {key: RenderingPool(dict(by_source)) for key, by_source in grouped.items()}
 
 
-def sample_batch(items: HeadItems, tiles, rng: random.Random, batch: int, prompts: int, pools):
+def sample_batch(
+    items: HeadItems, tiles, rng: random.Random, batch: int, prompts: int, pools, concept_weights=None
+):
     """``batch`` renderings x up to ``prompts`` targets each, drawn from ``sampling_pools``; a rendering drawn for
-    a concept always has its positive of that concept among its prompts."""
+    a concept always has its positive of that concept among its prompts. ``concept_weights`` (concept -> weight,
+    1 for the others) draws some concepts more often than uniformly."""
     concepts = sorted(k for k in pools if k is not None)
+    weights = [concept_weights.get(c, 1.0) for c in concepts] if concept_weights else None
     indices, targets = [], []
     for _ in range(batch):
-        concept = rng.choice(concepts) if concepts else None
+        if not concepts:
+            concept = None
+        elif weights:
+            concept = rng.choices(concepts, weights=weights)[0]
+        else:
+            concept = rng.choice(concepts)  # kept so that unweighted runs draw exactly as before
         i = pools[concept].draw(rng)
         pool = list(tiles[items.tile_index[i]].targets)
         first = [next(t for t in pool if t.concept == concept and t.positive)] if concept else []
@@ -330,7 +339,9 @@ def train(args) -> Path:
     tick, seen = time.perf_counter(), 0
     stop = min(args.max_steps, args.stop_after or args.max_steps)
     for step in range(state["step"], stop):
-        indices, targets = sample_batch(items, train_tiles, rng, args.batch, args.prompts, pools)
+        indices, targets = sample_batch(
+            items, train_tiles, rng, args.batch, args.prompts, pools, args.concept_weight
+        )
         phrases = [rng.choice(t.phrases) for t in targets]
         pairs = [item_target(items, train_tiles, processor, i, t) for i, t in zip(indices, targets)]
         target = torch.stack([p[0] for p in pairs])
@@ -401,6 +412,20 @@ def run_evaluation(args) -> dict:
     return report
 
 
+def concept_weight(text: str) -> tuple[str, float]:
+    """ "tree=2" -> ("tree", 2.0), for ``--concept-weight``."""
+    concept, _, weight = text.partition("=")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if concept not in CONCEPTS or not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: want CONCEPT=W with CONCEPT one of {', '.join(CONCEPTS)} and W > 0"
+        )
+    return concept, value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.heads", description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default="out/corpus")
@@ -432,6 +457,15 @@ def main(argv: list[str] | None = None) -> int:
         help="draw each rendering by concept first (default), or by source (default with --change, whose one "
         "concept has its empty targets drawn too); see sampling_pools",
     )
+    p.add_argument(
+        "--concept-weight",
+        type=concept_weight,
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="CONCEPT=W",
+        help="with --balance concept: draw CONCEPT W times as often as a concept left at 1 (e.g. tree=2)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=250)
@@ -449,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", default=None)
     args = p.parse_args(argv)
+    args.concept_weight = dict(args.concept_weight) if args.concept_weight else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.evaluate:

@@ -110,6 +110,21 @@ def test_concept_balance_draws_the_rare_concept_as_often_as_the_common_one():
 
     assert tree_positives("source") < 0.3  # sqrt(30) vs sqrt(1): the forest tile is drawn ~15 % of the time
     assert 0.4 < tree_positives("concept") < 0.6  # half the renderings are anchored on a tree positive
+    pools = sampling_pools(items, tiles, "concept")
+    _, targets = sample_batch(items, tiles, random.Random(0), 400, 1, pools, {"tree": 3.0})
+    weighted = sum(t.concept == "tree" and t.positive for t in targets) / len(targets)
+    assert 0.65 < weighted < 0.85  # tree=3 against building=1: three renderings in four
+
+
+def test_concept_weight_reads_concept_equals_weight_and_refuses_the_rest():
+    import argparse
+
+    from train.heads import concept_weight
+
+    assert concept_weight("tree=2") == ("tree", 2.0)
+    for bad in ("trees=2", "tree", "tree=0", "tree=x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="CONCEPT=W"):
+            concept_weight(bad)
 
 
 def test_stage_a_trains_only_the_heads_and_keeps_the_best(corpus, init_checkpoint, tmp_path):
