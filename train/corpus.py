@@ -137,8 +137,59 @@ def prepare_select_files(spec: dict[str, Any], root: Path, out: Path) -> None:
             link.symlink_to(path)
 
 
+XBD_CHANGED = ("minor-damage", "major-damage", "destroyed")
+
+
+def prepare_xbd_pairs(spec: dict[str, Any], root: Path, out: Path) -> None:
+    """An xBD folder (``<scene>_pre_disaster.png/.json`` beside ``<scene>_post_disaster.png/.json``) -> ``pre/``,
+    ``post/`` and ``outlines/`` (links: the pre-event images, the post-event images and the pre-event building
+    outlines) and ``change/<scene>_pre_disaster.png``: 255 on the buildings the post-event labels call damaged
+    (minor, major or destroyed), 0 elsewhere, so a pair whose buildings are all intact is a labelled "no change"
+    pair even where flood, season or light make the two dates look different."""
+    from PIL import Image
+    from rasterio.transform import Affine
+
+    from data_gen.sources.raster import Grid
+    from data_gen.sources.vectors import rasterize_geoms, read_vectors
+
+    folder = root / spec["folder"]
+    pres = sorted(folder.glob("*_pre_disaster.png"))
+    if not pres:
+        raise ValueError(f"{folder}: no *_pre_disaster.png images (an xBD folder holds pre/post pairs)")
+    for sub in ("pre", "post", "outlines", "change"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for pre in pres:
+        scene = pre.name.removesuffix("_pre_disaster.png")
+        files = {
+            "pre": pre,
+            "post": folder / f"{scene}_post_disaster.png",
+            "outlines": folder / f"{scene}_pre_disaster.json",
+        }
+        post_labels = folder / f"{scene}_post_disaster.json"
+        missing = [p.name for p in (*files.values(), post_labels) if not p.is_file()]
+        if missing:
+            raise ValueError(f"xBD scene {scene}: missing {', '.join(missing)}")
+        for sub, path in files.items():
+            link = out / sub / path.name
+            if not link.exists():
+                link.symlink_to(path)
+        dest = out / "change" / f"{scene}_pre_disaster.png"
+        if dest.is_file():
+            continue
+        with Image.open(pre) as im:
+            width, height = im.size
+        layer = read_vectors(str(post_labels))
+        damaged = [f.geom for f in layer.features if (f.props.get("subtype") or "") in XBD_CHANGED]
+        change = np.zeros((height, width), np.uint8)
+        for mask in rasterize_geoms(damaged, Grid(None, Affine.identity(), width, height)):
+            change[mask] = 255
+        with atomic_path(dest) as tmp:
+            Image.fromarray(change).save(tmp, format="PNG")
+
+
 PREPARE = {
     "select_files": prepare_select_files,
+    "xbd_pairs": prepare_xbd_pairs,
     "colour_masks": prepare_colour_masks,
     "xyz_chips": prepare_xyz_chips,
     "gpkg_geojson": prepare_gpkg_geojson,

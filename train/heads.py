@@ -160,7 +160,8 @@ def evaluate(
     under its calibrated share (``rsvlm.decided.Turn.shows``), or where the concept has a presence model, empty
     when that model says it is not there; presence is then that decision's, else 0.2 %.
     """
-    rows = defaultdict(list)  # (source, concept) -> [(positive, iou, iou_whole, predicted_any, pixel counts)]
+    # (source, concept) -> [(positive, iou, iou_whole, present, pixel counts, share)]
+    rows = defaultdict(list)
     jobs = scored_predictions(model, items, tiles, max_prompts, logits=True, calibrated=calibrated)
     for i, target, truth, logit in jobs:
         pred = logit > 0
@@ -177,8 +178,16 @@ def evaluate(
         whole = truth.float().mean().item() if truth.any() else 0.0
         tp = (truth & pred).sum().item()
         counts = (tp, pred.sum().item() - tp, truth.sum().item() - tp, truth.numel())
-        rows[(items.sources[i], target.concept)].append((bool(truth.any()), iou, whole, present, counts))
+        share = (logit > 0).float().mean().item()  # before the presence rule: what a share rule would read
+        entry = (bool(truth.any()), iou, whole, present, counts, share)
+        rows[(items.sources[i], target.concept)].append(entry)
     return summarise(rows)
+
+
+def rank_auc(positives: list[float], negatives: list[float]) -> float:
+    """ROC AUC as the Mann-Whitney statistic: the chance a positive scores above a negative, ties half."""
+    pos, neg = np.asarray(positives, float)[:, None], np.asarray(negatives, float)[None, :]
+    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
 
 
 def summarise(rows: dict) -> dict:
@@ -194,6 +203,8 @@ def summarise(rows: dict) -> dict:
             out.update(giou_pos=g, giou_pos_whole=gw, skill=(g - gw) / (1 - gw) if gw < 1 else 0.0)
         if neg:
             out["empty_correct"] = float(np.mean([e[1] for e in neg]))
+        if pos and neg:  # does the mask's share rank the targets that are there above those that are not?
+            out["share_auc"] = rank_auc([e[5] for e in pos], [e[5] for e in neg])
         if entries:  # pooled over every scored pixel, as change detection reports F1 (BIT_CD)
             tp, fp, fn, n = (sum(e[4][k] for e in entries) for k in range(4))
             out["f1_pooled"] = 2 * tp / max(1, 2 * tp + fp + fn)

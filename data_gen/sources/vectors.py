@@ -1,6 +1,7 @@
 """Vector labels -> features: GeoJSON (json + shapely), shapefiles (pyshp), and pixel formats (Pascal VOC
-xml, DeepForest CSV, xBD JSON with pixel WKT, GeoPixelD polygons with their grounded caption, one file, an index
-or a folder of per-image files; see ``geopixeld.py``). Also the one rasteriser every vector source uses."""
+xml, DeepForest CSV, xBD JSON with pixel WKT, GeoPixelD polygons with their grounded caption; one file, an index
+or a folder of per-image GeoPixelD or xBD files; see ``geopixeld.py``). Also the one rasteriser every vector
+source uses."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -58,7 +60,7 @@ def _read_vectors_cached(path: str, mtime: float) -> VectorLayer:
     suffix = p.suffix.lower()
     try:
         if p.is_dir():
-            return _read_geopixeld_folder(p)
+            return _read_json_folder(p)
         if suffix in (".geojson", ".json"):
             return _read_json(p)
         if suffix == ".shp":
@@ -73,7 +75,7 @@ def _read_vectors_cached(path: str, mtime: float) -> VectorLayer:
         raise SourceError(f"cannot read vector file {path}: {type(e).__name__}: {e}") from None
     raise SourceError(
         f"vector file {path}: unsupported format {suffix!r} (GeoJSON, .shp, VOC .xml, box .csv, "
-        "GeoPixelD .json or a folder of them)"
+        "GeoPixelD or xBD .json, or a folder of per-image GeoPixelD or xBD .json)"
     )
 
 
@@ -92,14 +94,17 @@ def _geopixeld_layer(p: Path, feats: list[dict]) -> VectorLayer:
     return VectorLayer(str(p), out, None, pixel=True, meta={"format": "geopixeld"})
 
 
-def _read_geopixeld_folder(p: Path) -> VectorLayer:
-    """A folder of per-image GeoPixelD JSON files (the layout of GeoPixelD's ``train/``)."""
+def _read_json_folder(p: Path) -> VectorLayer:
+    """A folder of per-image annotation files: GeoPixelD's ``train/`` layout or xBD's ``labels/`` (one pixel-WKT
+    JSON per image; each feature keeps its image's name, so a scene gets only its own outlines)."""
     files = sorted(f for f in p.glob("*.json") if f.is_file())
     if not files:
         raise SourceError(
-            f"vector folder {p} holds no .json files (a folder is read as GeoPixelD annotations)"
+            f"vector folder {p} holds no .json files (a folder is read as per-image GeoPixelD or xBD annotations)"
         )
-    feats: list[dict] = []
+    grounded: list[dict] = []
+    outlines: list[VectorFeature] = []
+    kinds = set()
     for f in files:
         try:
             obj = json.loads(f.read_text())
@@ -107,25 +112,44 @@ def _read_geopixeld_folder(p: Path) -> VectorLayer:
             raise SourceError(f"cannot read {f}: {e}") from None
         if geopixeld.is_geopixeld_index(obj):
             continue  # an index next to its per-image files would read them twice
-        feats += geopixeld.read_geopixeld_file(f, obj)
-    if not feats:
-        raise SourceError(f"vector folder {p}: no per-image GeoPixelD annotation among its .json files")
-    return _geopixeld_layer(p, feats)
+        if _is_xbd(obj):
+            kinds.add("xBD")
+            outlines += _xbd_features(obj, default_image=f.with_suffix(".png").name)
+        elif geopixeld.is_geopixeld(obj):
+            kinds.add("GeoPixelD")
+            grounded += geopixeld.read_geopixeld_file(f, obj)
+    if len(kinds) > 1:
+        raise SourceError(f"vector folder {p} mixes GeoPixelD and xBD annotations; give each its own folder")
+    if kinds == {"xBD"}:
+        return VectorLayer(str(p), outlines, None, pixel=True, meta={"format": "xbd"})
+    if not grounded:
+        raise SourceError(
+            f"vector folder {p}: no per-image GeoPixelD or xBD annotation among its .json files"
+        )
+    return _geopixeld_layer(p, grounded)
+
+
+def _is_xbd(obj: Any) -> bool:
+    """xBD: ``features.xy`` holds pixel-WKT polygons of one image (``metadata.img_name``)."""
+    return isinstance(obj, dict) and isinstance(obj.get("features"), dict) and "xy" in obj["features"]
+
+
+def _xbd_features(obj: dict, default_image: str | None = None) -> list[VectorFeature]:
+    img = (obj.get("metadata") or {}).get("img_name") or default_image
+    return [
+        VectorFeature(shapely.from_wkt(f["wkt"]), dict(f.get("properties", {})),
+                      label=(f.get("properties") or {}).get("feature_type"), image=img)
+        for f in obj["features"]["xy"]
+    ]  # fmt: skip
 
 
 def _read_json(p: Path) -> VectorLayer:
     obj = json.loads(p.read_text())
     if geopixeld.is_geopixeld(obj) or geopixeld.is_geopixeld_index(obj):
         return _geopixeld_layer(p, geopixeld.read_geopixeld(p, obj))
+    if _is_xbd(obj):
+        return VectorLayer(str(p), _xbd_features(obj), None, pixel=True, meta=obj.get("metadata") or {})
     feats = obj.get("features") if isinstance(obj, dict) else None
-    if isinstance(feats, dict) and "xy" in feats:  # xBD: pixel WKT polygons of one image
-        img = (obj.get("metadata") or {}).get("img_name")
-        out = [
-            VectorFeature(shapely.from_wkt(f["wkt"]), dict(f.get("properties", {})),
-                          label=(f.get("properties") or {}).get("feature_type"), image=img)
-            for f in feats["xy"]
-        ]  # fmt: skip
-        return VectorLayer(str(p), out, None, pixel=True, meta=obj.get("metadata") or {})
     if obj.get("type") == "Feature":
         feats = [obj]
     if not isinstance(feats, list):

@@ -127,6 +127,16 @@ def test_concept_weight_reads_concept_equals_weight_and_refuses_the_rest():
             concept_weight(bad)
 
 
+def test_share_auc_is_the_chance_a_present_target_outranks_an_absent_one():
+    from train.heads import rank_auc, summarise
+
+    assert rank_auc([0.3, 0.5], [0.1, 0.2]) == 1.0
+    assert rank_auc([0.1], [0.1, 0.2]) == 0.25  # one tie (half), one loss
+    entry = lambda positive, share: (positive, 1.0, 0.0, positive, (0, 0, 0, 1), share)  # noqa: E731
+    rows = {("oscd", "change"): [entry(True, 0.0), entry(True, 0.3), entry(False, 0.2), entry(False, 0.4)]}
+    assert summarise(rows)["by_concept"]["change"]["share_auc"] == 0.25
+
+
 def test_stage_a_trains_only_the_heads_and_keeps_the_best(corpus, init_checkpoint, tmp_path):
     run_heads(corpus, init_checkpoint, tmp_path / "a", 4)
     before = load_file(init_checkpoint / "model.safetensors")
