@@ -307,8 +307,15 @@ def decide(
 ) -> tuple[list[Region], str]:
     """The answer's regions and text once geometry has decided what it decides (the module's list)."""
     config = turn.assistant.model.config
-    # Two dates keep the model's yes/no: on held-out OSCD pairs the change mask's size said "changed" no better
-    # than chance (21 of 62 against the model's 31), while class masks beat the model by far (28 of 36 vs 10).
+    share = presence.change_min_share(config) if two_dates else None
+    if share is not None and presence.asks_presence(question, two_dates=True):
+        # "Did it change?": the change mask's share, calibrated on validation pairs (train.calibrate --change),
+        # whatever the model said; without a calibration the model's own yes or no stands.
+        region = turn.phrase_mask(asked.CHANGE_PHRASE)
+        if region is not None:
+            changed = presence.is_present(int(region.mask.sum()), turn.valid, share)
+            text = presence.change_answer_text(changed, presence.asks_absence(question))
+            regions = [region] if changed else []
     if presence.asks_presence(question, two_dates) and not two_dates:
         # Whatever the model said ("No.", "None here: ...", a mask of something else), the yes or no is the
         # mask's (rsvlm.presence): of the question's own subject, or of the phrase the model names.

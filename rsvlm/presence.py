@@ -220,6 +220,21 @@ def is_present(mask_pixels: int, valid_pixels: int, min_share: float = MIN_SHARE
     return valid_pixels > 0 and mask_pixels > min_share * valid_pixels
 
 
+def change_min_share(config) -> float | None:
+    """``change_presence_min_share`` (``python -m train.calibrate --change``): the share of the valid pixels the
+    change mask must cover for two dates to have changed; None (uncalibrated) keeps the model's own yes or no."""
+    value = getattr(config, "change_presence_min_share", None)
+    return None if value is None else float(value)
+
+
+def change_answer_text(changed: bool, absence_question: bool) -> str:
+    """ "Yes." / "No: I find no change between the two dates." ("Did it stay the same?" flips the yes)."""
+    yes = changed != absence_question
+    if changed:
+        return "Yes." if yes else "No."
+    return f"{'Yes' if yes else 'No'}: I find no change between the two dates."
+
+
 def answer_text(present: bool, phrase: str, absence_question: bool) -> str:
     """ "Yes." / "No: no water found." (the measured facts of the region follow a yes)."""
     phrase = normalise_phrase(phrase) or phrase  # "the road" -> "road"

@@ -385,6 +385,30 @@ def test_did_it_change_is_a_yes_no_not_a_request_for_boxes(assistant):
     )  # "detect" asks no boxes here
 
 
+@pytest.mark.parametrize(
+    "question, rows, expected",
+    [
+        ("Did this area change?", 40, "Yes."),
+        ("Did this area change?", 2, "No: I find no change between the two dates."),
+        ("Did the area stay the same?", 2, "Yes: I find no change between the two dates."),
+        ("Did the area stay the same?", 40, "No."),
+    ],
+)
+def test_a_calibrated_change_share_answers_did_it_change(assistant, question, rows, expected):
+    """With ``change_presence_min_share`` the change mask's share says whether two dates changed, whatever the
+    model said; a "changed" comes with the changed areas."""
+    size = assistant.image_size
+    decoded = np.zeros((size, size), bool)
+    decoded[:rows] = True
+    prompts: list[str] = []
+    _two_answers(assistant, "No.", "x</p> [SEG]", decoded, prompts)
+    with _calibration(assistant, change_presence_min_share=0.1):
+        answer = assistant.session().ask(question, images=[NAIP_2009, NAIP_2020])
+    assert answer.text.startswith(expected)
+    assert prompts[-1] == "decode ['the changed areas']"
+    assert bool(answer.regions) == (rows == 40)
+
+
 def _prefer(assistant, word: str) -> None:
     """The model's next-token scores favour ``word`` (the forced yes/no reads them)."""
     tokenizer = assistant.processor.tokenizer

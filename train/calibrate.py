@@ -42,10 +42,12 @@ from rsvlm.atomic import write_text_atomic
 from rsvlm.presence import CONCEPTS
 from train.corpus import DEFAULT_RECIPE
 from train.heads import build_model, cap_per_source, scored_predictions
-from train.heads_data import collect_tiles, encode_items
+from train.heads_data import collect_pairs, collect_tiles, encode_items
 
 STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)  # C of the presence model: 1 / L2 weight, per sample
 CANDIDATES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+# A change map covers more of a pair than a class mask's strays cover of a tile: its shares reach further.
+CHANGE_CANDIDATES = (*CANDIDATES, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4)
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 
 
@@ -77,6 +79,24 @@ def scored_targets(model, corpus: Path, recipe: dict, split: str, cap: int, seed
     return out
 
 
+def scored_pairs(model, corpus: Path, recipe: dict, split: str, cap: int, seed: int) -> list[Scored]:
+    """The change path's "the changed areas" on every two-date tile of the split, one target a pair."""
+    tiles = cap_per_source(collect_pairs(corpus, recipe, {split}), cap, seed)
+    items = encode_items(model, tiles, 1, seed)
+    return [
+        Scored(torch.sigmoid(logits).numpy(), truth.numpy(), target.concept)
+        for _, target, truth, logits in scored_predictions(model, items, tiles, logits=True, calibrated=False)
+        if truth.numel()
+    ]
+
+
+def calibrate_change(targets: list[Scored]) -> tuple[float, dict[float, float], float]:
+    """The share of the change mask that best tells changed pairs from unchanged ones (balanced accuracy), every
+    candidate's accuracy, and the share rule's 5-fold cross-validated accuracy (what to expect on new pairs)."""
+    share, scores = best_share(targets, candidates=CHANGE_CANDIDATES)
+    return share, scores, cross_validated_share_rule(targets, 0.5, candidates=CHANGE_CANDIDATES)
+
+
 def balanced_accuracy(shares: np.ndarray, truth: np.ndarray, share: float) -> float:
     said = shares > share
     tpr = said[truth].mean() if truth.any() else 0.0
@@ -84,11 +104,13 @@ def balanced_accuracy(shares: np.ndarray, truth: np.ndarray, share: float) -> fl
     return float((tpr + tnr) / 2)
 
 
-def best_share(targets: list[Scored], threshold: float = 0.5) -> tuple[float, dict[float, float]]:
+def best_share(
+    targets: list[Scored], threshold: float = 0.5, candidates: tuple[float, ...] = CANDIDATES
+) -> tuple[float, dict[float, float]]:
     """The share (of the mask at ``threshold``) with the best balanced presence accuracy, and every candidate's."""
     shares = np.array([(t.probability > threshold).mean() for t in targets])
     truth = np.array([t.yes for t in targets])
-    scores = {c: balanced_accuracy(shares, truth, c) for c in CANDIDATES}
+    scores = {c: balanced_accuracy(shares, truth, c) for c in candidates}
     return max(scores, key=scores.get), scores
 
 
@@ -176,14 +198,16 @@ def _folds(n: int, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.setdiff1d(order, order[k::folds]), order[k::folds]) for k in range(folds)]
 
 
-def cross_validated_share_rule(targets: list[Scored], threshold: float, folds: int = 5) -> float:
+def cross_validated_share_rule(
+    targets: list[Scored], threshold: float, folds: int = 5, candidates: tuple[float, ...] = CANDIDATES
+) -> float:
     """The share rule's balanced accuracy when its share is chosen on the other folds (the fair comparison with a
     presence model, whose strength is chosen the same way)."""
     shares = np.array([(t.probability > threshold).mean() for t in targets])
     y = np.array([t.yes for t in targets])
     said = np.zeros(len(y), bool)
     for kept, held in _folds(len(y), folds):
-        share = max(CANDIDATES, key=lambda c: balanced_accuracy(shares[kept], y[kept], c))
+        share = max(candidates, key=lambda c: balanced_accuracy(shares[kept], y[kept], c))
         said[held] = shares[held] > share
     return balanced_accuracy(said.astype(float), y, 0.5)
 
@@ -218,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-per-concept", type=int, default=15, help="yes and no targets a concept needs")
     p.add_argument("--dry-run", action="store_true", help="print the scores, change nothing")
+    p.add_argument("--change", action="store_true", help="calibrate the change path's yes / no instead")
     args = p.parse_args(argv)
+    if args.change:
+        return main_change(args)
     try:
         torch.set_num_threads(2)
         model = build_model(args.model)
@@ -259,6 +286,38 @@ def main(argv: list[str] | None = None) -> int:
         config["presence_model_by_concept"] = kept
         write_text_atomic(path, json.dumps(config, indent=2) + "\n")
         print(f"presence_min_share = {share} and {len(per_concept)} concepts' thresholds written to {path}")
+    return 0
+
+
+def main_change(args) -> int:
+    """``--change``: ``change_presence_min_share``, the share of "the changed areas" above which two dates changed
+    (``rsvlm.decided`` answers "did it change?" with it; without it the model's own yes or no stands)."""
+    try:
+        torch.set_num_threads(2)
+        model = build_model(args.model)
+        recipe = yaml.safe_load(open(args.recipe))
+        targets = scored_pairs(model, Path(args.corpus), recipe, args.split, args.cap, args.seed)
+        yes = sum(t.yes for t in targets)
+        if min(yes, len(targets) - yes) < 2:
+            raise ValueError(
+                f"the {args.split} split needs changed and unchanged pairs; it has {yes} of {len(targets)}"
+            )
+        share, scores, cross_validated = calibrate_change(targets)
+    except (OSError, ValueError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(
+        f"{len(targets)} two-date pairs ({yes} changed, {len(targets) - yes} unchanged) in the {args.split} split"
+    )
+    for c, s in scores.items():
+        print(f"  change share > {c:<7} balanced accuracy {s:.3f}{'  <- chosen' if c == share else ''}")
+    print(f"  cross-validated balanced accuracy of the share rule: {cross_validated:.3f}")
+    if not args.dry_run:
+        path = Path(args.model) / "config.json"
+        config = json.loads(path.read_text())
+        config["change_presence_min_share"] = share
+        write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+        print(f"change_presence_min_share = {share} written to {path}")
     return 0
 
 

@@ -265,6 +265,17 @@ def test_calibration_picks_the_share_that_separates_yes_from_no():
     assert share == 0.02 and scores[share] == 1.0 and scores[0.001] < 1.0
 
 
+def test_change_calibration_reaches_the_shares_an_unchanged_pair_shows():
+    """Unchanged pairs that look different light up more of a change map than strays do of a class mask: the
+    change share may lie above every class candidate, and its cross-validated accuracy is reported beside it."""
+    from train.calibrate import CANDIDATES, calibrate_change
+
+    targets = [_scored(0.1, False, "change")] * 20 + [_scored(0.3, True, "change")] * 20
+    share, scores, cross_validated = calibrate_change(targets)
+    assert share > max(CANDIDATES) and scores[share] == 1.0 and scores[max(CANDIDATES)] == 0.5
+    assert cross_validated == 1.0
+
+
 def test_calibration_per_concept_picks_a_pixel_threshold_and_a_share():
     from train.calibrate import calibrate_concepts
 
