@@ -64,30 +64,22 @@ class Scored:
         return bool(self.truth.any())
 
 
-def scored_targets(model, corpus: Path, recipe: dict, split: str, cap: int, seed: int) -> list[Scored]:
-    """Every class target of the split's tiles (targets between yes and no left out)."""
+def scored_targets(
+    model, corpus: Path, recipe: dict, split: str, cap: int, seed: int, change: bool = False
+) -> list[Scored]:
+    """Every class target of the split's tiles (targets between yes and no left out), or with ``change`` the change
+    path's "the changed areas" on every two-date tile, one target a pair."""
     from data_gen.tasks.regions import min_component_pixels
 
-    tiles = cap_per_source(collect_tiles(corpus, recipe, {split}), cap, seed)
+    tiles = cap_per_source((collect_pairs if change else collect_tiles)(corpus, recipe, {split}), cap, seed)
     items = encode_items(model, tiles, 1, seed)
     out = []
     for _, target, truth, logits in scored_predictions(model, items, tiles, logits=True, calibrated=False):
         positives = int(truth.sum())
-        if truth.numel() == 0 or 0 < positives < min_component_pixels(*target.mask.shape):
+        if truth.numel() == 0 or (not change and 0 < positives < min_component_pixels(*target.mask.shape)):
             continue
         out.append(Scored(torch.sigmoid(logits).numpy(), truth.numpy(), target.concept))
     return out
-
-
-def scored_pairs(model, corpus: Path, recipe: dict, split: str, cap: int, seed: int) -> list[Scored]:
-    """The change path's "the changed areas" on every two-date tile of the split, one target a pair."""
-    tiles = cap_per_source(collect_pairs(corpus, recipe, {split}), cap, seed)
-    items = encode_items(model, tiles, 1, seed)
-    return [
-        Scored(torch.sigmoid(logits).numpy(), truth.numpy(), target.concept)
-        for _, target, truth, logits in scored_predictions(model, items, tiles, logits=True, calibrated=False)
-        if truth.numel()
-    ]
 
 
 def calibrate_change(targets: list[Scored]) -> tuple[float, dict[float, float], float]:
@@ -296,7 +288,9 @@ def main_change(args) -> int:
         torch.set_num_threads(2)
         model = build_model(args.model)
         recipe = yaml.safe_load(open(args.recipe))
-        targets = scored_pairs(model, Path(args.corpus), recipe, args.split, args.cap, args.seed)
+        targets = scored_targets(
+            model, Path(args.corpus), recipe, args.split, args.cap, args.seed, change=True
+        )
         yes = sum(t.yes for t in targets)
         if min(yes, len(targets) - yes) < 2:
             raise ValueError(

@@ -160,11 +160,12 @@ def evaluate(
     under its calibrated share (``rsvlm.decided.Turn.shows``), or where the concept has a presence model, empty
     when that model says it is not there; presence is then that decision's, else 0.2 %.
     """
-    # (source, concept) -> [(positive, iou, iou_whole, present, pixel counts, share)]
+    # (source, concept) -> [(positive, iou, iou_whole, present, pixel counts, predicted share)]
     rows = defaultdict(list)
     jobs = scored_predictions(model, items, tiles, max_prompts, logits=True, calibrated=calibrated)
     for i, target, truth, logit in jobs:
         pred = logit > 0
+        predicted_share = pred.float().mean().item()  # before the presence rule: what a share rule reads
         share = presence.concept_min_share(target.phrases[0], model.config) if calibrated else None
         judge = presence.presence_model(target.phrases[0], model.config) if calibrated else None
         if judge is not None:
@@ -178,8 +179,7 @@ def evaluate(
         whole = truth.float().mean().item() if truth.any() else 0.0
         tp = (truth & pred).sum().item()
         counts = (tp, pred.sum().item() - tp, truth.sum().item() - tp, truth.numel())
-        share = (logit > 0).float().mean().item()  # before the presence rule: what a share rule would read
-        entry = (bool(truth.any()), iou, whole, present, counts, share)
+        entry = (bool(truth.any()), iou, whole, present, counts, predicted_share)
         rows[(items.sources[i], target.concept)].append(entry)
     return summarise(rows)
 
