@@ -2,6 +2,7 @@
 
     python -m eval.yes_no_set out/stage-b/by_source/*/data/test-00000.parquet --out out/yes-no/data.parquet
     rsvlm eval --benchmark gen --data out/yes-no/data.parquet --model default --out out/eval-yes-no
+    python -m eval.yes_no_set out/yes-no/data.parquet --score out/eval-yes-no/samples.jsonl
 
 Why: a gen test split asks "is there any X?" a handful of times per source, mostly with "yes", so its yes/no
 accuracy says little. This collects every presence question (``rsvlm.presence.asks_presence``) with a yes/no
@@ -9,11 +10,15 @@ reference from any turn of any row, one question per row (turned into the row's 
 scores it), and keeps as many "no" as "yes" per source and kind (one image / two dates), drawn with a fixed seed.
 Questions about a taxonomy's catch-all class ("Do you see background?") are left out: "background" is what is not
 any class, not a thing a person asks to find, and the decoder is not trained on it.
+
+``--score`` reads what ``rsvlm eval`` answered and prints accuracy per kind and source: the gen summary scores
+two-date questions under their rows' tasks (a change caption's turn is scored as a caption), so it cannot say.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 from collections import defaultdict
@@ -72,18 +77,62 @@ def balanced(candidates: list[tuple[tuple, bool, dict]], seed: int, per_group: i
     return kept
 
 
+def score(samples: list[dict], rows: list[dict]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """``(kind, source) -> (right, asked, answered yes)``, kind "one image" / "two dates", and per kind under
+    source "all"; right = the answer's leading yes / no is the reference's (no leading yes / no is wrong)."""
+    by_id = {row["id"]: row for row in rows}
+    tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for sample in samples:
+        row = by_id.get(sample["id"])
+        if row is None:
+            raise ValueError(
+                f"sample {sample['id']!r} is not in the set: score it against the set it was run on"
+            )
+        kind = "two dates" if len(row["images"]) == 2 else "one image"
+        reference = leading_yes_no(row["conversations"][1]["content"])
+        said = leading_yes_no(sample.get("answer") or "")
+        for key in ((kind, "all"), (kind, row["source"])):
+            tally[key][0] += said == reference
+            tally[key][1] += 1
+            tally[key][2] += said is True
+    return {key: tuple(v) for key, v in tally.items()}
+
+
+def print_scores(scores: dict[tuple[str, str], tuple[int, int, int]]) -> None:
+    for (kind, source), (right, asked, yes) in sorted(
+        scores.items(), key=lambda kv: (kv[0][0], kv[0][1] != "all", kv[0][1])
+    ):
+        name = kind if source == "all" else f"  {source}"
+        print(f"{name:<32} {right}/{asked} = {right / asked:.3f}  (answered yes {yes})")
+
+
 def main(argv: list[str] | None = None) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     p = argparse.ArgumentParser(prog="python -m eval.yes_no_set", description=__doc__.split("\n\n")[0])
     p.add_argument("parquet", nargs="+", help="gen test shards; the source is the folder above data/")
-    p.add_argument("--out", required=True, help="the parquet file to write")
+    p.add_argument("--out", help="the parquet file to write")
+    p.add_argument(
+        "--score", help="an rsvlm eval samples.jsonl of this set (the one parquet given): print its accuracy"
+    )
     p.add_argument(
         "--per-group", type=int, default=50, help="at most this many yes (and as many no) per group"
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.score:
+        if len(args.parquet) != 1:
+            p.error("--score takes the one set the samples were asked from")
+        try:
+            samples = [json.loads(line) for line in open(args.score) if line.strip()]
+            print_scores(score(samples, pq.read_table(args.parquet[0]).to_pylist()))
+        except (OSError, ValueError) as exc:
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+        return 0
+    if not args.out:
+        p.error("--out is required to build a set")
     candidates, schema = [], None
     for path in map(Path, args.parquet):
         table = pq.read_table(path)

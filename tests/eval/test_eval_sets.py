@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from eval.count_set import count_rows
 from eval.readers import _gen_record
-from eval.yes_no_set import balanced, presence_rows
+from eval.yes_no_set import balanced, presence_rows, score
 
 
 def _row(turns: list[tuple[str, str]], facts: list[dict], images: int = 1) -> dict:
@@ -63,3 +65,27 @@ def test_presence_rows_are_balanced_per_source_and_leave_out_the_catch_all():
     kept = balanced(candidates, seed=0, per_group=10)
     answers = sorted(r["conversations"][1]["content"].split(",")[0] for r in kept)
     assert answers == ["No", "Yes"]  # as many no as yes
+
+
+def test_score_counts_each_kind_and_source_and_a_missing_yes_no_as_wrong():
+    rows = []
+    for k, (question, reference, images, source) in enumerate(
+        [
+            ("Is there any water in this image?", "Yes, there is water.", 1, "a"),
+            ("Is there any road in this image?", "No, there is no road.", 1, "b"),
+            ("Did anything change?", "No, nothing changed.", 2, "a"),
+        ]
+    ):
+        row = _row([(question, reference)], [], images=images)
+        rows.append({**row, "id": f"q{k}", "source": source})
+    samples = [
+        {"id": "q0", "answer": "Yes. Water covers 12 %."},
+        {"id": "q1", "answer": "I see a road."},  # no leading yes / no: wrong
+        {"id": "q2", "answer": "Yes, a building went up."},
+    ]
+    scores = score(samples, rows)
+    assert scores[("one image", "all")] == (1, 2, 1)
+    assert scores[("one image", "a")] == (1, 1, 1) and scores[("one image", "b")] == (0, 1, 0)
+    assert scores[("two dates", "all")] == (0, 1, 1)
+    with pytest.raises(ValueError, match="not in the set"):
+        score([{"id": "elsewhere", "answer": "Yes"}], rows)
