@@ -32,6 +32,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -298,7 +299,7 @@ def train(args) -> Path:
     model = build_model(args.init)
     processor = model.get_processor()
     t0 = time.perf_counter()
-    collect = collect_pairs if args.change else collect_tiles
+    collect = collect_pairs if args.change else partial(collect_tiles, cores=args.cores)
     train_tiles = cap_per_source(collect(Path(args.corpus), recipe, {"train"}, sources), args.cap, args.seed)
     val_tiles = cap_per_source(collect(Path(args.corpus), recipe, {"validation"}, sources), 60, args.seed)
     if not train_tiles:
@@ -405,9 +406,8 @@ def run_evaluation(args) -> dict:
     recipe = yaml.safe_load(open(args.recipe))
     sources = set(args.only) if args.only else set(recipe["sources"])
     model = build_model(args.evaluate)
-    tiles = (collect_pairs if args.change else collect_tiles)(
-        Path(args.corpus), recipe, {args.split}, sources
-    )
+    collect = collect_pairs if args.change else partial(collect_tiles, cores=args.cores)
+    tiles = collect(Path(args.corpus), recipe, {args.split}, sources)
     tiles = cap_per_source(tiles, args.cap, args.seed)
     if args.panchromatic:
         from train.heads_data import _luma
@@ -476,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="CONCEPT=W",
         help="with --balance concept: draw CONCEPT W times as often as a concept left at 1 (e.g. tree=2)",
+    )
+    p.add_argument(
+        "--cores",
+        action="store_true",
+        help="also train the middle of each building (train.heads_data.core_target), what counts objects",
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)

@@ -81,9 +81,10 @@ def source_taxonomy(gen: dict) -> str | None:
 
 
 def collect_tiles(
-    corpus: Path, recipe: dict, splits: set[str], sources: set[str] | None = None
+    corpus: Path, recipe: dict, splits: set[str], sources: set[str] | None = None, cores: bool = False
 ) -> list[TileTargets]:
-    """Every single-image tile of the corpus's datasets in ``splits``, with its targets."""
+    """Every single-image tile of the corpus's datasets in ``splits``, with its targets (``cores``: and, beside
+    each building target, its ``core_target``)."""
     import pyarrow.parquet as pq
 
     from data_gen.sources.taxonomy import load_taxonomy
@@ -135,9 +136,31 @@ def collect_tiles(
                 if m.shape == tile.image.shape[:2]:
                     tile.targets.append(Target(m, [phrase], concept_of([phrase])))
         kept = [t for t in by_tile.values() if t.targets]
+        if cores:
+            for tile in kept:
+                tile.targets.extend([core_target(t) for t in tile.targets if t.concept == "building"])
         logger.info("%s: %d tiles with targets", name, len(kept))
         tiles.extend(kept)
     return tiles
+
+
+CORE_PHRASE = "the middle of each building"
+
+
+def core_target(target: Target) -> Target:
+    """The middle of each object of a building target: the pixels of each 8-connected patch at least half as far
+    from its edge as its innermost pixel, so touching-free objects keep one core each and a count of cores is a
+    count of patches (data_gen's count of a label raster) even where the decoder's outline merges neighbours."""
+    from scipy import ndimage
+
+    mask = target.mask
+    core = np.zeros_like(mask)
+    if mask.any():
+        objects, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        depth = ndimage.distance_transform_edt(mask)
+        innermost = ndimage.maximum(depth, objects, index=np.arange(n + 1))
+        core = mask & (depth >= 0.5 * np.asarray(innermost)[objects])
+    return Target(core, [CORE_PHRASE], "building_core", target.ignore)
 
 
 CHANGE_PHRASES = [CHANGE_PHRASE, "changes", "the changed area", "what changed", "change"]

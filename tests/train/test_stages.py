@@ -84,6 +84,29 @@ def test_dense_labels_give_positives_and_negatives(corpus):
     assert any(not positive for _, positive in concepts)  # a class absent from a tile is an empty target
 
 
+def test_building_cores_keep_one_core_per_object_and_part_objects_that_the_outline_joins(corpus):
+    from scipy import ndimage
+
+    from train.heads_data import CORE_PHRASE, Target, collect_tiles, core_target
+
+    mask = np.zeros((40, 40), bool)
+    mask[2:20, 2:20] = True  # a square house
+    mask[25:31, 2:38] = True  # a long shed
+    mask[35, 5] = True  # one pixel
+    core = core_target(Target(mask, ["building"], "building")).mask
+    assert not (core & ~mask).any()
+    assert ndimage.label(core, structure=np.ones((3, 3)))[1] == 3  # one core per object, the pixel its own
+    joined = ndimage.binary_dilation(mask, iterations=3)  # an outline that joins house and shed
+    assert ndimage.label(joined, structure=np.ones((3, 3)))[1] == 1  # counted by its patches: 1
+    root, recipe = corpus
+    tiles = collect_tiles(root, yaml.safe_load(recipe.read_text()), {"train"}, cores=True)
+    for tile in tiles:
+        buildings = [t for t in tile.targets if t.concept == "building"]
+        cores = [t for t in tile.targets if t.concept == "building_core"]
+        assert len(cores) == len(buildings) and all(c.phrases == [CORE_PHRASE] for c in cores)
+        assert all(c.positive == b.positive for c, b in zip(cores, buildings))
+
+
 def test_concept_balance_draws_the_rare_concept_as_often_as_the_common_one():
     import random
     from types import SimpleNamespace
