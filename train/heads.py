@@ -289,6 +289,11 @@ def sample_batch(
     return indices, targets
 
 
+def tile_collector(args):
+    """What a run reads: two-date pairs (``--change``) or single-image tiles, with building middles (``--cores``)."""
+    return collect_pairs if args.change else partial(collect_tiles, cores=args.cores)
+
+
 def train(args) -> Path:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -299,7 +304,7 @@ def train(args) -> Path:
     model = build_model(args.init)
     processor = model.get_processor()
     t0 = time.perf_counter()
-    collect = collect_pairs if args.change else partial(collect_tiles, cores=args.cores)
+    collect = tile_collector(args)
     train_tiles = cap_per_source(collect(Path(args.corpus), recipe, {"train"}, sources), args.cap, args.seed)
     val_tiles = cap_per_source(collect(Path(args.corpus), recipe, {"validation"}, sources), 60, args.seed)
     if not train_tiles:
@@ -406,8 +411,7 @@ def run_evaluation(args) -> dict:
     recipe = yaml.safe_load(open(args.recipe))
     sources = set(args.only) if args.only else set(recipe["sources"])
     model = build_model(args.evaluate)
-    collect = collect_pairs if args.change else partial(collect_tiles, cores=args.cores)
-    tiles = collect(Path(args.corpus), recipe, {args.split}, sources)
+    tiles = tile_collector(args)(Path(args.corpus), recipe, {args.split}, sources)
     tiles = cap_per_source(tiles, args.cap, args.seed)
     if args.panchromatic:
         from train.heads_data import _luma

@@ -149,7 +149,7 @@ CORE_PHRASE = "the middle of each building"
 
 def core_target(target: Target) -> Target:
     """The middle of each object of a building target: the pixels of each 8-connected patch at least half as far
-    from its edge as its innermost pixel, so touching-free objects keep one core each and a count of cores is a
+    from its edge as its innermost pixel, so objects that do not touch keep one core each and a count of cores is a
     count of patches (data_gen's count of a label raster) even where the decoder's outline merges neighbours."""
     from scipy import ndimage
 
